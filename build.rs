@@ -20,6 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
         .file_descriptor_set_path(out_dir.join("stateservice_descriptor.bin"))
-        .compile_protos(&[PROTO], &["proto", wkt_include.to_str().ok_or("non-UTF-8 include path")?])?;
+        .compile_protos(
+            &[PROTO],
+            &[
+                "proto",
+                wkt_include.to_str().ok_or("non-UTF-8 include path")?,
+            ],
+        )?;
     Ok(())
 }

@@ -1,8 +1,25 @@
-//! state-service: a gRPC key/value state service for stream-processing workers.
+//! state-service: a gRPC key/value state service for stream-processing
+//! workers, fronting Redis (or an embedded in-memory store).
+//!
+//! The request path: `api` (gRPC surface, validation) → `tenancy` (who calls,
+//! which namespace) → `store` (the storage trait; `redis` and `memory`
+//! backends). Cross-cutting: `config`, `error`, `telemetry`, `shutdown`.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod health_cmd;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod tenancy;
 
 /// Generated protobuf and gRPC types for `stateservice.v1`.
 pub mod pb {
+    #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("stateservice.v1");
     /// Encoded file descriptor set, registered with gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("stateservice_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("stateservice_descriptor");
 }

@@ -1,0 +1,427 @@
+//! The gRPC surface: `stateservice.v1.StateService`.
+//!
+//! Handlers are thin: resolve the tenant, validate and convert the request,
+//! call the store under the request's deadline, convert the answer. All
+//! storage semantics live in `store`; all status mapping in `error`.
+
+pub mod page_token;
+pub mod validate;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::{Error, OpFailure, Result},
+    pb::{self, state_service_server::StateService},
+    store::{self, OpKind, OpResult, Store, WriteOp},
+    tenancy::{Namespace, TenantResolver},
+};
+
+pub use validate::Limits;
+
+/// The StateService implementation over any store.
+pub struct StateApi<S> {
+    store: Arc<S>,
+    resolver: TenantResolver,
+    key_prefix: String,
+    limits: Limits,
+}
+
+impl<S: Store> StateApi<S> {
+    pub fn new(
+        store: Arc<S>,
+        resolver: TenantResolver,
+        key_prefix: String,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            store,
+            resolver,
+            key_prefix,
+            limits,
+        }
+    }
+
+    /// The caller's namespace and deadline.
+    fn context<T>(&self, req: &Request<T>) -> Result<(Namespace, Option<Duration>)> {
+        let tenant = self.resolver.resolve(req.metadata())?;
+        Ok((
+            Namespace::new(&self.key_prefix, tenant),
+            validate::grpc_timeout(req.metadata()),
+        ))
+    }
+}
+
+/// Runs a store call under the client's deadline. The deadline fires a little
+/// early so that the client receives DEADLINE_EXCEEDED from us (with a
+/// message) rather than tonic's generic CANCELLED when both timers race.
+async fn within<T>(deadline: Option<Duration>, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    let Some(d) = deadline else { return fut.await };
+    let budget = d
+        .saturating_sub(Duration::from_millis(2))
+        .max(Duration::from_millis(1));
+    match tokio::time::timeout(budget, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::DeadlineExceeded(format!(
+            "the call's deadline ({d:?}) passed before the backend answered; \
+             for a write the outcome is unknown"
+        ))),
+    }
+}
+
+fn to_pb_entry(e: store::Entry) -> pb::Entry {
+    pb::Entry {
+        key: e.key,
+        value: Some(e.value),
+        version: e.version,
+        ttl: e.ttl.map(to_pb_duration),
+    }
+}
+
+fn to_pb_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn get_response(e: Option<store::Entry>) -> pb::GetResponse {
+    pb::GetResponse {
+        found: e.is_some(),
+        entry: e.map(to_pb_entry),
+    }
+}
+
+fn failure_to_pb(f: &OpFailure) -> pb::ConditionFailure {
+    let mut f = f.clone();
+    f.op_index = None;
+    pb::ConditionFailure {
+        reason: f.reason.as_str().to_string(),
+        current_version: f.current_version.unwrap_or(0),
+        message: f.to_string(),
+    }
+}
+
+impl<S: Store> StateApi<S> {
+    fn put_op(
+        &self,
+        key: String,
+        value: Option<pb::Value>,
+        ttl: Option<Duration>,
+        keep_ttl: bool,
+        condition: Option<pb::Condition>,
+    ) -> Result<WriteOp> {
+        self.limits.key(&key)?;
+        if ttl.is_some() && keep_ttl {
+            return Err(Error::invalid("keep_ttl cannot be combined with a ttl"));
+        }
+        Ok(WriteOp {
+            key,
+            kind: OpKind::Put {
+                value: self.limits.value(value)?,
+                ttl,
+                keep_ttl,
+            },
+            condition: validate::condition(condition)?,
+        })
+    }
+
+    fn delete_op(&self, req: pb::DeleteRequest) -> Result<WriteOp> {
+        self.limits.key(&req.key)?;
+        let condition = validate::condition(req.condition)?;
+        if condition == store::Condition::IfAbsent {
+            return Err(Error::invalid(
+                "if_absent cannot apply to a delete; use if_exists or if_version",
+            ));
+        }
+        Ok(WriteOp {
+            key: req.key,
+            kind: OpKind::Delete,
+            condition,
+        })
+    }
+
+    fn increment_op(&self, req: pb::IncrementRequest) -> Result<WriteOp> {
+        self.limits.key(&req.key)?;
+        Ok(WriteOp {
+            key: req.key,
+            kind: OpKind::Increment {
+                delta: req.delta,
+                ttl: validate::optional_ttl(req.ttl, "ttl")?,
+            },
+            condition: store::Condition::None,
+        })
+    }
+
+    fn transact_op(&self, op: pb::TransactOp) -> Result<WriteOp> {
+        use pb::transact_op::Op;
+        match op.op {
+            None => Err(Error::invalid(
+                "every transaction op must set put, put_with_ttl, delete or increment",
+            )),
+            Some(Op::Put(p)) => self.put_op(p.key, p.value, None, p.keep_ttl, p.condition),
+            Some(Op::PutWithTtl(p)) => {
+                let ttl = validate::ttl(p.ttl, "ttl")?;
+                self.put_op(p.key, p.value, Some(ttl), false, p.condition)
+            }
+            Some(Op::Delete(d)) => self.delete_op(d),
+            Some(Op::Increment(i)) => self.increment_op(i),
+        }
+    }
+
+    /// Runs one write op atomically and returns its result.
+    async fn write_one(
+        &self,
+        ns: &Namespace,
+        deadline: Option<Duration>,
+        op: WriteOp,
+    ) -> Result<OpResult> {
+        let mut results = within(deadline, self.store.transact(ns, vec![op])).await?;
+        results
+            .pop()
+            .ok_or_else(|| Error::Internal("store returned no result for one op".into()))
+    }
+}
+
+fn unexpected_result() -> Status {
+    Status::internal("store returned a result of the wrong kind")
+}
+
+#[tonic::async_trait]
+impl<S: Store> StateService for StateApi<S> {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let req = req.into_inner();
+        self.limits.key(&req.key)?;
+        let refresh = validate::optional_ttl(req.refresh_ttl, "refresh_ttl")?;
+        let entry = within(deadline, self.store.get(&ns, &req.key, refresh)).await?;
+        Ok(Response::new(get_response(entry)))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        let op = self.put_op(r.key, r.value, None, r.keep_ttl, r.condition)?;
+        match self.write_one(&ns, deadline, op).await? {
+            OpResult::Put { version } => Ok(Response::new(pb::PutResponse { version })),
+            _ => Err(unexpected_result()),
+        }
+    }
+
+    async fn put_with_ttl(
+        &self,
+        req: Request<pb::PutWithTtlRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        let ttl = validate::ttl(r.ttl, "ttl")?;
+        let op = self.put_op(r.key, r.value, Some(ttl), false, r.condition)?;
+        match self.write_one(&ns, deadline, op).await? {
+            OpResult::Put { version } => Ok(Response::new(pb::PutResponse { version })),
+            _ => Err(unexpected_result()),
+        }
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let op = self.delete_op(req.into_inner())?;
+        if op.condition == store::Condition::None {
+            // An unconditional delete is a plain DEL: no script needed.
+            let deleted = within(
+                deadline,
+                self.store.batch_delete(&ns, std::slice::from_ref(&op.key)),
+            )
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false);
+            return Ok(Response::new(pb::DeleteResponse { deleted }));
+        }
+        match self.write_one(&ns, deadline, op).await? {
+            OpResult::Delete { deleted } => Ok(Response::new(pb::DeleteResponse { deleted })),
+            _ => Err(unexpected_result()),
+        }
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        self.limits.prefix(&r.prefix)?;
+        let limit = self.limits.page_size(r.page_size)?;
+        let cursor = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(page_token::decode(ns.tenant(), &r.prefix, &r.page_token)?)
+        };
+        let page = within(
+            deadline,
+            self.store
+                .list(&ns, &r.prefix, limit, cursor.as_deref(), r.include_values),
+        )
+        .await?;
+        Ok(Response::new(pb::ListResponse {
+            keys: page.keys,
+            entries: page.entries.into_iter().map(to_pb_entry).collect(),
+            next_page_token: page
+                .cursor
+                .map(|c| page_token::encode(ns.tenant(), &r.prefix, &c))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn expire(
+        &self,
+        req: Request<pb::ExpireRequest>,
+    ) -> Result<Response<pb::ExpireResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        self.limits.key(&r.key)?;
+        let ttl = validate::ttl(r.ttl, "ttl")?;
+        let existed = within(deadline, self.store.expire(&ns, &r.key, ttl)).await?;
+        Ok(Response::new(pb::ExpireResponse { existed }))
+    }
+
+    async fn persist(
+        &self,
+        req: Request<pb::PersistRequest>,
+    ) -> Result<Response<pb::PersistResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        self.limits.key(&r.key)?;
+        let existed = within(deadline, self.store.persist(&ns, &r.key)).await?;
+        Ok(Response::new(pb::PersistResponse { existed }))
+    }
+
+    async fn increment(
+        &self,
+        req: Request<pb::IncrementRequest>,
+    ) -> Result<Response<pb::IncrementResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let op = self.increment_op(req.into_inner())?;
+        match self.write_one(&ns, deadline, op).await? {
+            OpResult::Increment { value, version } => {
+                Ok(Response::new(pb::IncrementResponse { value, version }))
+            }
+            _ => Err(unexpected_result()),
+        }
+    }
+
+    async fn batch_get(
+        &self,
+        req: Request<pb::BatchGetRequest>,
+    ) -> Result<Response<pb::BatchGetResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        self.limits.batch(r.keys.len(), "keys")?;
+        for k in &r.keys {
+            self.limits.key(k)?;
+        }
+        let entries = within(deadline, self.store.batch_get(&ns, &r.keys)).await?;
+        Ok(Response::new(pb::BatchGetResponse {
+            results: entries.into_iter().map(get_response).collect(),
+        }))
+    }
+
+    async fn batch_put(
+        &self,
+        req: Request<pb::BatchPutRequest>,
+    ) -> Result<Response<pb::BatchPutResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        self.limits.batch(r.items.len(), "items")?;
+        let ops = r
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let ttl = validate::optional_ttl(item.ttl, "ttl")?;
+                self.put_op(item.key, item.value, ttl, item.keep_ttl, item.condition)
+                    .map_err(|e| Error::invalid(format!("items[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let results = within(deadline, self.store.apply_each(&ns, ops)).await?;
+        let results = results
+            .into_iter()
+            .map(|r| {
+                let outcome = match r {
+                    Ok(OpResult::Put { version }) => pb::write_result::Outcome::Version(version),
+                    Ok(_) => return Err(unexpected_result()),
+                    Err(f) => pb::write_result::Outcome::Failure(failure_to_pb(&f)),
+                };
+                Ok(pb::WriteResult {
+                    outcome: Some(outcome),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        Ok(Response::new(pb::BatchPutResponse { results }))
+    }
+
+    async fn batch_delete(
+        &self,
+        req: Request<pb::BatchDeleteRequest>,
+    ) -> Result<Response<pb::BatchDeleteResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        self.limits.batch(r.keys.len(), "keys")?;
+        for k in &r.keys {
+            self.limits.key(k)?;
+        }
+        let deleted = within(deadline, self.store.batch_delete(&ns, &r.keys)).await?;
+        Ok(Response::new(pb::BatchDeleteResponse {
+            results: deleted
+                .into_iter()
+                .map(|deleted| pb::DeleteResponse { deleted })
+                .collect(),
+        }))
+    }
+
+    async fn transact(
+        &self,
+        req: Request<pb::TransactRequest>,
+    ) -> Result<Response<pb::TransactResponse>, Status> {
+        let (ns, deadline) = self.context(&req)?;
+        let r = req.into_inner();
+        self.limits.transaction(r.ops.len())?;
+        let ops = r
+            .ops
+            .into_iter()
+            .enumerate()
+            .map(|(i, op)| {
+                self.transact_op(op)
+                    .map_err(|e| Error::invalid(format!("ops[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let single = ops.len() == 1;
+        let results = within(deadline, self.store.transact(&ns, ops))
+            .await
+            .map_err(|e| match e {
+                // A one-op transaction still reports which op failed.
+                Error::Condition(mut f) if single => {
+                    f.op_index = Some(0);
+                    Error::Condition(f)
+                }
+                other => other,
+            })?;
+        use pb::transact_result::Result as R;
+        let results = results
+            .into_iter()
+            .map(|r| pb::TransactResult {
+                result: Some(match r {
+                    OpResult::Put { version } => R::Put(pb::PutResponse { version }),
+                    OpResult::Delete { deleted } => R::Delete(pb::DeleteResponse { deleted }),
+                    OpResult::Increment { value, version } => {
+                        R::Increment(pb::IncrementResponse { value, version })
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::TransactResponse { results }))
+    }
+}

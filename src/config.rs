@@ -1,0 +1,197 @@
+//! Command-line and environment configuration. Every flag also reads a
+//! `STATE_*` environment variable, so containers and Helm configure the service
+//! by env alone. This module only parses and validates; it opens nothing.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A gRPC key/value state service for stream-processing workers, fronting Redis.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "state-service", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+/// Subcommands; without one the binary serves.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Calls grpc.health.v1 Check on a running server and exits 0 only when it
+    /// answers SERVING (for Docker HEALTHCHECK and scripts).
+    Health(HealthArgs),
+}
+
+/// Arguments of `state-service health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// Address of the server to check (host:port).
+    #[arg(long, env = "STATE_HEALTH_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Service name to check; empty checks the server as a whole.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "STATE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Redis URL: redis://[user:password@]host:port[/db] or rediss:// for TLS.
+    /// Absent: the embedded in-memory backend (state is neither shared between
+    /// instances nor durable).
+    #[arg(long, env = "STATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key: keys are `<key-prefix>:<tenant>:<key>`.
+    /// Must not contain `{`, `}`, `*`, `?`, `[`, `]` or `\`.
+    #[arg(long, env = "STATE_KEY_PREFIX", default_value = "state")]
+    pub key_prefix: String,
+
+    /// Tenant used when a request carries no `x-tenant-id` header.
+    #[arg(long, env = "STATE_DEFAULT_TENANT", default_value = "default")]
+    pub default_tenant: String,
+
+    /// Number of multiplexed Redis connections requests are spread over
+    /// (each one pipelines many concurrent requests).
+    #[arg(long, env = "STATE_REDIS_POOL_SIZE", default_value_t = 4)]
+    pub redis_pool_size: usize,
+
+    /// Timeout for opening a Redis connection (TCP + handshake).
+    #[arg(long, env = "STATE_REDIS_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub redis_connect_timeout: Duration,
+
+    /// Timeout for one Redis command or pipeline; the request's own gRPC
+    /// deadline applies when shorter.
+    #[arg(long, env = "STATE_REDIS_COMMAND_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_command_timeout: Duration,
+
+    /// How long a request waits for a pooled Redis connection to become
+    /// available before failing with UNAVAILABLE.
+    #[arg(long, env = "STATE_REDIS_POOL_WAIT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_pool_wait_timeout: Duration,
+
+    /// Interval of the background Redis PING that drives the health status.
+    #[arg(long, env = "STATE_HEALTH_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub health_check_interval: Duration,
+
+    /// Maximum time to finish in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, env = "STATE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format; the level comes from RUST_LOG (default: info).
+    #[arg(long, env = "STATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Maximum key length in bytes.
+    #[arg(long, env = "STATE_MAX_KEY_BYTES", default_value_t = 1024)]
+    pub max_key_bytes: usize,
+
+    /// Maximum encoded value size in bytes (the gRPC message size limit is
+    /// derived from it).
+    #[arg(long, env = "STATE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+
+    /// Maximum items in one BatchGet, BatchPut or BatchDelete.
+    #[arg(long, env = "STATE_MAX_BATCH_ITEMS", default_value_t = 1000)]
+    pub max_batch_items: usize,
+
+    /// Maximum operations in one Transact.
+    #[arg(long, env = "STATE_MAX_TRANSACTION_OPS", default_value_t = 128)]
+    pub max_transaction_ops: usize,
+
+    /// List page size when the request gives none.
+    #[arg(long, env = "STATE_DEFAULT_PAGE_SIZE", default_value_t = 100)]
+    pub default_page_size: u32,
+
+    /// Largest List page size a request may ask for.
+    #[arg(long, env = "STATE_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: u32,
+
+    /// Optional file of tenant credentials (reserved for authentication; see
+    /// docs/security.md).
+    #[arg(long, env = "STATE_TENANTS_FILE", hide = true)]
+    pub tenants_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Checks values clap cannot check on its own.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.key_prefix.is_empty() {
+            return Err("--key-prefix must not be empty".into());
+        }
+        if let Some(c) = self
+            .key_prefix
+            .chars()
+            .find(|c| matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\'))
+        {
+            return Err(format!(
+                "--key-prefix must not contain {c:?}: braces would move the Redis Cluster hash slot \
+                 and glob characters would break List"
+            ));
+        }
+        crate::tenancy::TenantId::parse(&self.default_tenant)
+            .map_err(|e| format!("--default-tenant: {e}"))?;
+        if self.redis_pool_size == 0 {
+            return Err("--redis-pool-size must be at least 1".into());
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return Err("--max-key-bytes and --max-value-bytes must be at least 1".into());
+        }
+        if self.max_batch_items == 0 || self.max_transaction_ops == 0 {
+            return Err("--max-batch-items and --max-transaction-ops must be at least 1".into());
+        }
+        if self.default_page_size == 0 || self.max_page_size == 0 {
+            return Err("--default-page-size and --max-page-size must be at least 1".into());
+        }
+        if self.default_page_size > self.max_page_size {
+            return Err(format!(
+                "--default-page-size ({}) must not exceed --max-page-size ({})",
+                self.default_page_size, self.max_page_size
+            ));
+        }
+        for (name, d) in [
+            ("--redis-connect-timeout", self.redis_connect_timeout),
+            ("--redis-command-timeout", self.redis_command_timeout),
+            ("--redis-pool-wait-timeout", self.redis_pool_wait_timeout),
+            ("--health-check-interval", self.health_check_interval),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A configuration with every default, listening on `listen`; for tests and
+    /// embedding.
+    pub fn for_tests(listen: SocketAddr, redis_url: Option<String>) -> Self {
+        let mut cfg = Cli::parse_from(["state-service"]).serve;
+        cfg.listen = listen;
+        cfg.redis_url = redis_url;
+        cfg
+    }
+}
+
+/// Parses durations such as `500ms`, `2s` or `1m 30s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
+}

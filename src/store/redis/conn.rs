@@ -1,0 +1,278 @@
+//! Redis connections: deadpool creates, sizes and replaces them; requests never
+//! check one out per call.
+//!
+//! deadpool-redis recycles every checked-out connection with `UNWATCH` + `PING`,
+//! a full round trip per request. Instead, each of `pool_size` slots keeps one
+//! pooled multiplexed connection checked out for as long as it works, and
+//! requests clone its handle (an `Arc` and a channel): concurrent requests on a
+//! slot are pipelined by redis-rs onto one socket, so Redis sees one round trip
+//! per RPC and no PING. A slot whose connection fails is emptied (the object is
+//! detached from the pool) and refilled through the pool, either by the next
+//! request that needs it or by the health loop, never by more than one task at
+//! a time and never more often than `RECONNECT_BACKOFF` while Redis is down.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use deadpool_redis::{Pool, PoolError, Runtime, redis::aio::MultiplexedConnection};
+use redis::{AsyncConnectionConfig, RedisError};
+
+use crate::error::{Error, Result};
+
+/// While a reconnect has just failed, requests fail fast with that cause
+/// instead of each trying to connect again.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Settings of the connection set.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub pool_wait_timeout: Duration,
+}
+
+struct Slot {
+    /// The handle requests clone; `None` while disconnected.
+    conn: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// The pooled object owning the connection (kept checked out).
+    object: tokio::sync::Mutex<Option<deadpool_redis::Connection>>,
+    /// When the last reconnect failed, and why.
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+/// A handle on one slot's connection, for running commands and reporting
+/// failures back.
+pub struct Conn {
+    pub conn: MultiplexedConnection,
+    slot: usize,
+    generation: u64,
+}
+
+/// The fixed set of multiplexed connections requests are spread over.
+pub struct Connections {
+    pool: Pool,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+    generation: AtomicU64,
+    /// Redacted address for messages.
+    addr: String,
+}
+
+impl Connections {
+    pub fn new(url: &str, addr: String, settings: &ConnSettings) -> Result<Self> {
+        // No response timeout inside redis-rs: every call is bounded by the
+        // caller's own timeout (command timeout or gRPC deadline, whichever is
+        // sooner), which also covers a Redis that accepts but never answers.
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(None);
+        let manager = deadpool_redis::Manager::new_with_config(url, conn_config).map_err(|e| {
+            Error::invalid(format!("invalid --redis-url for {addr}: {}", e.kind_str()))
+        })?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(settings.connect_timeout))
+            .wait_timeout(Some(settings.pool_wait_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| Error::Internal(format!("building the Redis pool: {e}")))?;
+        let slots = (0..settings.pool_size)
+            .map(|_| Slot {
+                conn: Mutex::new(None),
+                object: tokio::sync::Mutex::new(None),
+                last_failure: Mutex::new(None),
+            })
+            .collect();
+        Ok(Self {
+            pool,
+            slots,
+            next: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn pool_status(&self) -> deadpool_redis::Status {
+        self.pool.status()
+    }
+
+    /// Number of slots that currently hold a connection.
+    pub fn connected(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| lock(&s.conn).is_some())
+            .count()
+    }
+
+    /// A connection for one request: the next connected slot, round robin; if
+    /// none is connected, reconnects one (bounded by the connect timeout and
+    /// the caller's deadline).
+    pub async fn get(&self) -> Result<Conn> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            let slot = (start + i) % n;
+            if let Some((generation, conn)) = lock(&self.slots[slot].conn).clone() {
+                return Ok(Conn {
+                    conn,
+                    slot,
+                    generation,
+                });
+            }
+        }
+        self.reconnect(start).await
+    }
+
+    /// Reports that a command on `conn` failed in a way that means the
+    /// connection is gone; the slot is emptied so the next user reconnects.
+    pub fn invalidate(&self, conn: &Conn) {
+        let slot = &self.slots[conn.slot];
+        let mut current = lock(&slot.conn);
+        if current.as_ref().is_some_and(|(g, _)| *g == conn.generation) {
+            *current = None;
+        }
+    }
+
+    /// Fills slot `slot` if it is empty and returns its connection.
+    pub async fn reconnect(&self, slot_idx: usize) -> Result<Conn> {
+        let slot = &self.slots[slot_idx];
+        let mut object = slot.object.lock().await;
+        if let Some((generation, conn)) = lock(&slot.conn).clone() {
+            // Another task reconnected while we waited for the lock.
+            return Ok(Conn {
+                conn,
+                slot: slot_idx,
+                generation,
+            });
+        }
+        if let Some((at, cause)) = lock(&slot.last_failure).as_ref()
+            && at.elapsed() < RECONNECT_BACKOFF
+        {
+            return Err(self.unavailable(cause.clone()));
+        }
+        // Detach the dead connection from the pool so it is not recycled.
+        if let Some(old) = object.take() {
+            drop(deadpool_redis::Connection::take(old));
+        }
+        match self.pool.get().await {
+            Ok(fresh) => {
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+                let conn: MultiplexedConnection = (*fresh).clone();
+                *object = Some(fresh);
+                *lock(&slot.conn) = Some((generation, conn.clone()));
+                *lock(&slot.last_failure) = None;
+                Ok(Conn {
+                    conn,
+                    slot: slot_idx,
+                    generation,
+                })
+            }
+            Err(e) => {
+                let cause = describe_pool_error(&e);
+                *lock(&slot.last_failure) = Some((Instant::now(), cause.clone()));
+                Err(self.unavailable(cause))
+            }
+        }
+    }
+
+    /// Pings every slot (reconnecting empty ones) and returns how many answered.
+    /// Runs in the background health loop, never on the request path.
+    pub async fn check_all(&self, timeout: Duration) -> (usize, Option<String>) {
+        let mut ok = 0;
+        let mut last_err = None;
+        for slot in 0..self.slots.len() {
+            let current = lock(&self.slots[slot].conn).clone();
+            let conn = match current {
+                Some((generation, conn)) => Conn {
+                    conn,
+                    slot,
+                    generation,
+                },
+                None => match tokio::time::timeout(timeout, self.reconnect(slot)).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        last_err = Some(e.to_string());
+                        continue;
+                    }
+                    Err(_) => {
+                        last_err = Some(format!("connecting timed out after {timeout:?}"));
+                        continue;
+                    }
+                },
+            };
+            let mut c = conn.conn.clone();
+            let ping_cmd = redis::cmd("PING");
+            let ping = ping_cmd.query_async::<String>(&mut c);
+            match tokio::time::timeout(timeout, ping).await {
+                Ok(Ok(_)) => ok += 1,
+                Ok(Err(e)) => {
+                    if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
+                        self.invalidate(&conn);
+                    }
+                    last_err = Some(describe_redis_error(&e));
+                }
+                Err(_) => {
+                    // A Redis that stopped answering (paused, partitioned)
+                    // keeps the socket open: drop it so requests fail fast.
+                    self.invalidate(&conn);
+                    last_err = Some(format!("PING timed out after {timeout:?}"));
+                }
+            }
+        }
+        (ok, last_err)
+    }
+
+    pub fn unavailable(&self, cause: String) -> Error {
+        Error::Unavailable {
+            addr: self.addr.clone(),
+            cause,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values are replaced whole, so a poisoned lock still holds
+    // a consistent value.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A Redis error as text safe for clients and logs: redis-rs errors carry no
+/// credentials, but connection errors may echo addresses, which are redacted
+/// by the caller's prefix anyway.
+pub fn describe_redis_error(e: &RedisError) -> String {
+    let mut s = e.to_string();
+    if s.len() > 300 {
+        s.truncate(300);
+    }
+    s
+}
+
+fn describe_pool_error(e: &PoolError) -> String {
+    match e {
+        PoolError::Timeout(_) => "timed out connecting".to_string(),
+        PoolError::Backend(e) => describe_redis_error(e),
+        other => other.to_string(),
+    }
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+
+impl KindStr for RedisError {
+    /// The error kind without its detail: parsing errors of a URL may echo
+    /// the URL, password included.
+    fn kind_str(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}

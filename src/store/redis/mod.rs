@@ -1,0 +1,651 @@
+//! The Redis backend (standalone Redis; Cluster and Sentinel are planned).
+//!
+//! Storage format 1 (docs/design/storage-format.md): each key is a small hash
+//! `{fmt: "1", ver: <version>, val: <encoded value>}`. Reads are one pipelined
+//! MULTI/HMGET/PTTL/EXEC; every write is one Lua script call (`scripts::APPLY`)
+//! so that conditions, versions and expiry are applied atomically. Every call
+//! is bounded by the command timeout; connection loss empties the slot and is
+//! reported as UNAVAILABLE naming the (redacted) Redis address.
+
+mod conn;
+pub mod scripts;
+
+use std::{future::Future, time::Duration};
+
+use redis::{RedisError, RedisResult, Value as RValue};
+
+use crate::{
+    error::{Error, FailureReason, OpFailure, Result},
+    store::{Condition, Entry, ListPage, OpKind, OpResult, Store, WriteOp, codec},
+    tenancy::Namespace,
+};
+
+pub use conn::{ConnSettings, Connections};
+
+/// Upper bound of SCAN calls behind one List page, so that a sparse prefix in
+/// a large keyspace returns a shorter page (with a token) instead of holding
+/// the request.
+const MAX_SCANS_PER_PAGE: usize = 32;
+
+/// The Redis-backed store.
+pub struct RedisStore {
+    conns: Connections,
+    command_timeout: Duration,
+}
+
+impl RedisStore {
+    /// Prepares the store; no connection is made yet (the server starts even
+    /// when Redis is down, and the health loop connects).
+    pub fn new(url: &str, settings: &ConnSettings, command_timeout: Duration) -> Result<Self> {
+        let addr = redact_url(url);
+        Ok(Self {
+            conns: Connections::new(url, addr, settings)?,
+            command_timeout,
+        })
+    }
+
+    pub fn connections(&self) -> &Connections {
+        &self.conns
+    }
+
+    /// Runs one Redis call on a slot's connection under the command timeout,
+    /// mapping failures to the crate's errors.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let c = self.conns.get().await?;
+        match tokio::time::timeout(self.command_timeout, f(c.conn.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let dropped = e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error();
+                if dropped {
+                    self.conns.invalidate(&c);
+                }
+                Err(self.map_redis_error(e, dropped))
+            }
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "redis at {} did not answer within {:?} (--redis-command-timeout); \
+                 for a write the outcome is unknown",
+                self.conns.addr(),
+                self.command_timeout
+            ))),
+        }
+    }
+
+    fn map_redis_error(&self, e: RedisError, dropped: bool) -> Error {
+        let cause = conn::describe_redis_error(&e);
+        if dropped {
+            return self.conns.unavailable(cause);
+        }
+        if e.is_timeout() {
+            return Error::DeadlineExceeded(format!(
+                "redis at {} timed out: {cause}",
+                self.conns.addr()
+            ));
+        }
+        match e.code() {
+            Some("OOM") => Error::ResourceExhausted {
+                message: format!(
+                    "redis at {} is out of memory (maxmemory reached); nothing was written",
+                    self.conns.addr()
+                ),
+                retry_after: None,
+            },
+            Some("LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN") => {
+                self.conns.unavailable(cause)
+            }
+            _ => Error::Internal(format!("unexpected reply from redis: {cause}")),
+        }
+    }
+
+    async fn run_apply(&self, ns: &Namespace, ops: &[WriteOp], atomic: bool) -> Result<RValue> {
+        let mut inv = scripts::APPLY.prepare_invoke();
+        inv.arg(if atomic { "atomic" } else { "each" });
+        for op in ops {
+            inv.key(ns.storage_key(&op.key));
+            let (kind, payload, ttl, keep) = match &op.kind {
+                OpKind::Put {
+                    value,
+                    ttl,
+                    keep_ttl,
+                } => ("P", codec::encode(value), *ttl, *keep_ttl),
+                OpKind::Delete => ("D", Vec::new(), None, false),
+                OpKind::Increment { delta, ttl } => {
+                    ("I", delta.to_string().into_bytes(), *ttl, false)
+                }
+            };
+            let cond = match op.condition {
+                Condition::None => String::new(),
+                Condition::IfAbsent => "A".into(),
+                Condition::IfExists => "E".into(),
+                Condition::IfVersion(v) => format!("V{v}"),
+            };
+            inv.arg(kind)
+                .arg(payload)
+                .arg(ttl.map_or(0, millis))
+                .arg(if keep { "1" } else { "0" })
+                .arg(cond);
+        }
+        self.call(|mut c| async move { inv.invoke_async::<RValue>(&mut c).await })
+            .await
+    }
+
+    /// HMGET + PTTL for every key inside one MULTI/EXEC.
+    async fn read_many(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        for k in keys {
+            let sk = ns.storage_key(k);
+            pipe.cmd("HMGET").arg(&sk).arg("fmt").arg("val").arg("ver");
+            pipe.cmd("PTTL").arg(&sk);
+        }
+        let replies: Vec<RValue> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        if replies.len() != keys.len() * 2 {
+            return Err(Error::Internal(format!(
+                "expected {} replies from redis, got {}",
+                keys.len() * 2,
+                replies.len()
+            )));
+        }
+        keys.iter()
+            .zip(replies.chunks_exact(2))
+            .map(|(k, pair)| parse_read(k, &pair[0], &pair[1]))
+            .collect()
+    }
+}
+
+/// Interprets HMGET fmt val ver + PTTL of one key.
+fn parse_read(key: &str, hmget: &RValue, pttl: &RValue) -> Result<Option<Entry>> {
+    let bad = |detail: &str| {
+        Error::from(OpFailure {
+            op_index: None,
+            key: key.to_string(),
+            reason: FailureReason::InvalidStoredValue {
+                detail: detail.to_string(),
+            },
+            current_version: None,
+        })
+    };
+    let pttl = match pttl {
+        RValue::Int(i) => *i,
+        other => return Err(unexpected("PTTL", other)),
+    };
+    let fields = match hmget {
+        RValue::Array(f) if f.len() == 3 => f,
+        RValue::ServerError(e) if e.code() == "WRONGTYPE" => {
+            return Err(bad("the key is not a hash"));
+        }
+        other => return Err(unexpected("HMGET", other)),
+    };
+    match (&fields[0], &fields[1], &fields[2]) {
+        (RValue::Nil, RValue::Nil, RValue::Nil) if pttl == -2 => Ok(None),
+        (RValue::BulkString(fmt), RValue::BulkString(val), RValue::BulkString(ver))
+            if fmt.as_slice() == b"1" =>
+        {
+            let version = std::str::from_utf8(ver)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| bad("bad version field"))?;
+            let value = codec::decode(val).map_err(|e| bad(&e))?;
+            Ok(Some(Entry {
+                key: key.to_string(),
+                value,
+                version,
+                ttl: ttl_from_pttl(pttl),
+            }))
+        }
+        (RValue::BulkString(fmt), _, _) if fmt.as_slice() != b"1" => Err(bad(&format!(
+            "unknown format marker {:?}",
+            String::from_utf8_lossy(fmt)
+        ))),
+        _ => Err(bad("the hash has no format marker or misses fields")),
+    }
+}
+
+fn ttl_from_pttl(pttl: i64) -> Option<Duration> {
+    (pttl >= 0).then(|| Duration::from_millis(pttl as u64))
+}
+
+fn unexpected(what: &str, v: &RValue) -> Error {
+    Error::Internal(format!("unexpected {what} reply from redis: {v:?}"))
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+fn as_bytes(v: &RValue) -> Option<&[u8]> {
+    match v {
+        RValue::BulkString(b) => Some(b),
+        RValue::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn as_str(v: &RValue) -> Option<&str> {
+    as_bytes(v).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+fn as_u64(v: &RValue) -> Option<u64> {
+    match v {
+        RValue::Int(i) => u64::try_from(*i).ok(),
+        other => as_str(other)?.parse().ok(),
+    }
+}
+
+/// Builds the failure of op `i` from the script's reason, version and detail.
+fn failure(op: &WriteOp, reason: &str, ver: &RValue, detail: &RValue) -> Result<OpFailure> {
+    let current_version = as_u64(ver);
+    let detail_bytes = as_bytes(detail).unwrap_or_default();
+    let reason = match reason {
+        "VERSION_MISMATCH" => FailureReason::VersionMismatch {
+            expected: match op.condition {
+                Condition::IfVersion(v) => v,
+                _ => 0,
+            },
+        },
+        "ALREADY_EXISTS" => FailureReason::AlreadyExists,
+        "NOT_FOUND" => FailureReason::NotFound,
+        "NOT_AN_INTEGER" => FailureReason::NotAnInteger {
+            stored_type: codec::type_of_encoded(detail_bytes),
+        },
+        "INCREMENT_OVERFLOW" => FailureReason::IncrementOverflow {
+            delta: match op.kind {
+                OpKind::Increment { delta, .. } => delta,
+                _ => 0,
+            },
+        },
+        "INVALID_STORED_VALUE" => FailureReason::InvalidStoredValue {
+            detail: String::from_utf8_lossy(detail_bytes).into_owned(),
+        },
+        other => {
+            return Err(Error::Internal(format!(
+                "unknown failure {other:?} from script"
+            )));
+        }
+    };
+    Ok(OpFailure {
+        op_index: None,
+        key: op.key.clone(),
+        reason,
+        current_version,
+    })
+}
+
+/// Parses one per-op result table of the APPLY script.
+fn parse_op_result(op: &WriteOp, v: &RValue) -> Result<Result<OpResult, OpFailure>> {
+    let RValue::Array(parts) = v else {
+        return Err(unexpected("script", v));
+    };
+    let tag = parts.first().and_then(as_str).unwrap_or("");
+    let get = |i: usize| parts.get(i).unwrap_or(&RValue::Nil);
+    let bad = || unexpected("script", v);
+    Ok(Ok(match tag {
+        "P" => OpResult::Put {
+            version: as_u64(get(1)).ok_or_else(bad)?,
+        },
+        "D" => OpResult::Delete {
+            deleted: as_str(get(1)) == Some("1"),
+        },
+        "I" => OpResult::Increment {
+            value: as_str(get(1))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(bad)?,
+            version: as_u64(get(2)).ok_or_else(bad)?,
+        },
+        "F" => {
+            let reason = as_str(get(1)).ok_or_else(bad)?;
+            return Ok(Err(failure(op, reason, get(2), get(3))?));
+        }
+        _ => return Err(bad()),
+    }))
+}
+
+impl Store for RedisStore {
+    async fn get(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        refresh_ttl: Option<Duration>,
+    ) -> Result<Option<Entry>> {
+        let Some(ttl) = refresh_ttl else {
+            let mut v = self
+                .read_many(ns, std::slice::from_ref(&key.to_string()))
+                .await?;
+            return Ok(v.pop().flatten());
+        };
+        let mut inv = scripts::GET_REFRESH.prepare_invoke();
+        inv.key(ns.storage_key(key)).arg(millis(ttl));
+        let reply: RValue = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        let RValue::Array(parts) = &reply else {
+            return Err(unexpected("script", &reply));
+        };
+        match parts.first().and_then(as_str) {
+            Some("NONE") => Ok(None),
+            Some("BAD") => Err(OpFailure {
+                op_index: None,
+                key: key.to_string(),
+                reason: FailureReason::InvalidStoredValue {
+                    detail: parts.get(1).and_then(as_str).unwrap_or("").to_string(),
+                },
+                current_version: None,
+            }
+            .into()),
+            Some("OK") if parts.len() == 4 => {
+                let fields = RValue::Array(vec![
+                    RValue::BulkString(b"1".to_vec()),
+                    parts[1].clone(),
+                    parts[2].clone(),
+                ]);
+                parse_read(key, &fields, &parts[3])
+            }
+            _ => Err(unexpected("script", &reply)),
+        }
+    }
+
+    async fn batch_get(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
+        self.read_many(ns, keys).await
+    }
+
+    async fn transact(&self, ns: &Namespace, ops: Vec<WriteOp>) -> Result<Vec<OpResult>> {
+        // One op needs no simulation phase: a failed op writes nothing.
+        let atomic = ops.len() > 1;
+        let reply = self.run_apply(ns, &ops, atomic).await?;
+        let RValue::Array(parts) = &reply else {
+            return Err(unexpected("script", &reply));
+        };
+        match parts.first().and_then(as_str) {
+            Some("OK") if parts.len() == ops.len() + 1 => {
+                let mut results = Vec::with_capacity(ops.len());
+                for (op, part) in ops.iter().zip(&parts[1..]) {
+                    match parse_op_result(op, part)? {
+                        Ok(r) => results.push(r),
+                        // Only reachable with one op (each mode).
+                        Err(f) => return Err(f.into()),
+                    }
+                }
+                Ok(results)
+            }
+            Some("ABORT") if parts.len() == 5 => {
+                let index = match &parts[1] {
+                    RValue::Int(i) if *i >= 1 && (*i as usize) <= ops.len() => *i as usize - 1,
+                    other => return Err(unexpected("script op index", other)),
+                };
+                let reason = as_str(&parts[2]).unwrap_or("");
+                let mut f = failure(&ops[index], reason, &parts[3], &parts[4])?;
+                f.op_index = Some(index);
+                Err(f.into())
+            }
+            _ => Err(unexpected("script", &reply)),
+        }
+    }
+
+    async fn apply_each(
+        &self,
+        ns: &Namespace,
+        ops: Vec<WriteOp>,
+    ) -> Result<Vec<Result<OpResult, OpFailure>>> {
+        let reply = self.run_apply(ns, &ops, false).await?;
+        match &reply {
+            RValue::Array(parts)
+                if parts.len() == ops.len() + 1 && parts.first().and_then(as_str) == Some("OK") =>
+            {
+                ops.iter()
+                    .zip(&parts[1..])
+                    .enumerate()
+                    .map(|(i, (op, part))| {
+                        parse_op_result(op, part).map(|r| {
+                            r.map_err(|mut f| {
+                                f.op_index = Some(i);
+                                f
+                            })
+                        })
+                    })
+                    .collect()
+            }
+            _ => Err(unexpected("script", &reply)),
+        }
+    }
+
+    async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("DEL").arg(ns.storage_key(k));
+        }
+        let counts: Vec<i64> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        Ok(counts.into_iter().map(|n| n > 0).collect())
+    }
+
+    async fn expire(&self, ns: &Namespace, key: &str, ttl: Duration) -> Result<bool> {
+        let sk = ns.storage_key(key);
+        let n: i64 = self
+            .call(|mut c| async move {
+                redis::cmd("PEXPIRE")
+                    .arg(sk)
+                    .arg(millis(ttl))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn persist(&self, ns: &Namespace, key: &str) -> Result<bool> {
+        let mut inv = scripts::PERSIST.prepare_invoke();
+        inv.key(ns.storage_key(key));
+        let n: i64 = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        limit: usize,
+        cursor: Option<&[u8]>,
+        include_values: bool,
+    ) -> Result<ListPage> {
+        let (mut scan, mut pending) = match cursor {
+            None => (Some(0), Vec::new()),
+            Some(bytes) => ListCursor::decode(bytes)
+                .ok_or_else(|| Error::invalid("page_token is not valid for this listing"))?
+                .into_parts(),
+        };
+        // Keys carried over from the previous page must still match; a forged
+        // token cannot add anything outside the requested prefix.
+        pending.retain(|k| k.starts_with(prefix));
+        pending.reverse();
+        let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while keys.len() < limit {
+            let Some(k) = pending.pop() else { break };
+            if seen.insert(k.clone()) {
+                keys.push(k);
+            }
+        }
+        pending.reverse();
+        let pattern = ns.scan_pattern(prefix);
+        let full_prefix = ns.storage_key(prefix);
+        let mut scans = 0;
+        while keys.len() < limit
+            && scans < MAX_SCANS_PER_PAGE
+            && let Some(c) = scan
+        {
+            let count = (limit - keys.len()).clamp(10, 1000);
+            let pat = pattern.clone();
+            let (next, batch): (u64, Vec<Vec<u8>>) = self
+                .call(|mut conn| async move {
+                    redis::cmd("SCAN")
+                        .arg(c)
+                        .arg("MATCH")
+                        .arg(pat)
+                        .arg("COUNT")
+                        .arg(count)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            scans += 1;
+            scan = (next != 0).then_some(next);
+            for storage_key in batch {
+                if !storage_key.starts_with(full_prefix.as_bytes()) {
+                    continue;
+                }
+                // Keys that are not UTF-8 were written by another tool and
+                // cannot be named in the API; they are skipped.
+                let Some(key) = ns.client_key(&storage_key) else {
+                    continue;
+                };
+                if seen.contains(key) {
+                    continue;
+                }
+                if keys.len() < limit {
+                    seen.insert(key.to_string());
+                    keys.push(key.to_string());
+                } else if !pending.iter().any(|p| p == key) {
+                    pending.push(key.to_string());
+                }
+            }
+        }
+        let mut page = ListPage {
+            cursor: (scan.is_some() || !pending.is_empty())
+                .then(|| ListCursor { scan, pending }.encode()),
+            ..ListPage::default()
+        };
+        if include_values && !keys.is_empty() {
+            let entries = self.read_many(ns, &keys).await?;
+            page.entries = entries.into_iter().flatten().collect();
+        }
+        page.keys = keys;
+        Ok(page)
+    }
+
+    /// Pings every connection slot (reconnecting empty ones); up when at
+    /// least one answers.
+    async fn ping(&self) -> Result<()> {
+        let (ok, last_err) = self.conns.check_all(self.command_timeout).await;
+        if ok > 0 {
+            return Ok(());
+        }
+        Err(self
+            .conns
+            .unavailable(last_err.unwrap_or_else(|| "no connection answered".into())))
+    }
+
+    fn describe(&self) -> String {
+        format!("redis at {}", self.conns.addr())
+    }
+}
+
+/// Continuation of a Redis listing: the SCAN cursor (`None` once SCAN is
+/// complete) and keys already found but not yet returned (a SCAN batch can
+/// hold more than the page has room for).
+struct ListCursor {
+    scan: Option<u64>,
+    pending: Vec<String>,
+}
+
+impl ListCursor {
+    fn into_parts(self) -> (Option<u64>, Vec<String>) {
+        (self.scan, self.pending)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self.scan {
+            Some(c) => {
+                out.push(1);
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        for k in &self.pending {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k.as_bytes());
+        }
+        out
+    }
+
+    fn decode(mut b: &[u8]) -> Option<Self> {
+        let scan = match b.split_first()? {
+            (0, rest) => {
+                b = rest;
+                None
+            }
+            (1, rest) => {
+                let (c, rest) = rest.split_first_chunk::<8>()?;
+                b = rest;
+                Some(u64::from_le_bytes(*c))
+            }
+            _ => return None,
+        };
+        let mut pending = Vec::new();
+        while !b.is_empty() {
+            let (len, rest) = b.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if rest.len() < len {
+                return None;
+            }
+            pending.push(String::from_utf8(rest[..len].to_vec()).ok()?);
+            b = &rest[len..];
+        }
+        Some(Self { scan, pending })
+    }
+}
+
+/// The Redis URL without credentials, for logs, errors and metrics:
+/// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable redis url>".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://user:s3cret@host:6380/2"),
+            "redis://user:***@host:6380/2"
+        );
+        assert_eq!(redact_url("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("rediss://h:1"), "rediss://h:1");
+        assert!(!redact_url("not a url with secret").contains("secret"));
+    }
+
+    #[test]
+    fn list_cursors_round_trip_and_reject_garbage() {
+        let c = ListCursor {
+            scan: Some(42),
+            pending: vec!["a".into(), "日本".into()],
+        };
+        let back = ListCursor::decode(&c.encode()).unwrap();
+        assert_eq!(back.scan, Some(42));
+        assert_eq!(back.pending, vec!["a".to_string(), "日本".to_string()]);
+        assert!(ListCursor::decode(&[7]).is_none());
+        assert!(ListCursor::decode(&[1, 0]).is_none());
+        assert!(ListCursor::decode(&[0, 9, 0, 0, 0, b'x']).is_none());
+    }
+}
