@@ -1,0 +1,341 @@
+//! Test harness: a private `redis-server` per test (or `STATE_TEST_REDIS_URL`),
+//! the service started in-process on `127.0.0.1:0` through `server::run`, and
+//! a connected gRPC client. Everything is stopped when the guards drop.
+#![allow(dead_code)]
+
+use std::{
+    net::{SocketAddr, TcpListener as StdListener},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use state_service::{
+    config::Config,
+    pb::{self, state_service_client::StateServiceClient},
+    server,
+};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// A redis-server owned by one test, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+const INSTALL_HINT: &str = "redis-server is required by the test suite and was not found on PATH. \
+     Install it (Debian/Ubuntu: `apt-get install redis-server`) or run `scripts/test.sh`, \
+     which installs it, or point STATE_TEST_REDIS_URL at a disposable Redis.";
+
+impl RedisServer {
+    /// Starts a fresh redis-server on a free port (no persistence).
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        kill_with_parent(&mut cmd);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (simulating a crash); `restart` brings it back on the same port.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// A plain redis-rs connection for inspecting what the service wrote.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Makes a child die with the test process even if the test aborts without
+/// running destructors (nextest runs each test in its own process).
+pub fn kill_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs in pre_exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+}
+
+pub fn wait_for_port(port: u16, timeout: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < timeout,
+            "nothing listening on port {port} after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The Redis to test against: `STATE_TEST_REDIS_URL`, or a fresh private one.
+pub enum TestRedis {
+    Owned(RedisServer),
+    External(String),
+}
+
+impl TestRedis {
+    pub fn get() -> Self {
+        match std::env::var("STATE_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => TestRedis::External(url),
+            _ => TestRedis::Owned(RedisServer::start()),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestRedis::Owned(s) => s.url(),
+            TestRedis::External(u) => u.clone(),
+        }
+    }
+}
+
+/// Which backend a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// A running service and a client connected to it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: StateServiceClient<Channel>,
+    pub redis: Option<TestRedis>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), server::BoxError>>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => Some(TestRedis::get()),
+        };
+        let url = redis.as_ref().map(|r| r.url());
+        Self::start_on(url, redis, tweak).await
+    }
+
+    /// Starts the service against `redis_url` (a redis the caller owns).
+    pub async fn start_on(
+        redis_url: Option<String>,
+        redis: Option<TestRedis>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = Config::for_tests(addr, redis_url);
+        config.health_check_interval = Duration::from_millis(100);
+        tweak(&mut config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        let client = connect(addr).await;
+        let server = TestServer {
+            addr,
+            client,
+            redis,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        };
+        server.wait_serving(Duration::from_secs(10)).await;
+        server
+    }
+
+    /// Waits until grpc.health.v1 says SERVING.
+    pub async fn wait_serving(&self, timeout: Duration) {
+        wait_health(
+            self.addr,
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            timeout,
+        )
+        .await;
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) -> Result<(), server::BoxError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.take().unwrap().await.unwrap()
+    }
+
+    pub fn client(&self) -> StateServiceClient<Channel> {
+        self.client.clone()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> StateServiceClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to test server");
+    StateServiceClient::new(channel)
+}
+
+pub async fn health_status(
+    addr: SocketAddr,
+) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
+    let resp = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    Some(resp.into_inner().status())
+}
+
+pub async fn wait_health(
+    addr: SocketAddr,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+    timeout: Duration,
+) {
+    let start = Instant::now();
+    loop {
+        let got = health_status(addr).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "health did not become {want:?} within {timeout:?} (last: {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Attaches `x-tenant-id` to a request.
+pub fn as_tenant<T>(tenant: &str, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("x-tenant-id", tenant.parse().unwrap());
+    req
+}
+
+/// Value constructors.
+pub mod v {
+    use super::pb::{self, value::Kind};
+
+    pub fn int(i: i64) -> Option<pb::Value> {
+        Some(pb::Value {
+            kind: Some(Kind::IntValue(i)),
+        })
+    }
+    pub fn string(s: &str) -> Option<pb::Value> {
+        Some(pb::Value {
+            kind: Some(Kind::StringValue(s.to_string())),
+        })
+    }
+    pub fn of(kind: Kind) -> pb::Value {
+        pb::Value { kind: Some(kind) }
+    }
+}
+
+pub fn ms(n: u64) -> Option<prost_types::Duration> {
+    let d = Duration::from_millis(n);
+    Some(prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    })
+}
+
+/// Path of a tool inside the repo's test venv (created by scripts/test.sh), or
+/// on PATH.
+pub fn venv_tool(name: &str) -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from(name)
+    }
+}
