@@ -88,6 +88,23 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is
+    /// answered, like a hung or partitioned Redis.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Undoes `pause` (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("redis-server not running").id();
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc::kill(pid as i32, sig) };
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
