@@ -92,33 +92,11 @@ async fn server_starts_without_redis_and_serves_once_it_appears() {
     assert_eq!(err.code(), Code::Unavailable);
 
     // Start Redis on the port the service was pointed at.
-    let _redis = start_redis_on(port);
+    let _redis = RedisServer::start_on(port, &[]);
     wait_health(addr, ServingStatus::Serving, Duration::from_secs(10)).await;
     c.put(put_req("k")).await.unwrap();
     let _ = tx.send(());
     handle.await.unwrap().unwrap();
-}
-
-fn start_redis_on(port: u16) -> std::process::Child {
-    let dir = std::env::temp_dir();
-    let mut cmd = Command::new("redis-server");
-    cmd.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ])
-    .arg("--dir")
-    .arg(dir)
-    .stdout(Stdio::null());
-    common::kill_with_parent(&mut cmd);
-    let child = cmd.spawn().expect("redis-server");
-    common::wait_for_port(port, Duration::from_secs(10));
-    child
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

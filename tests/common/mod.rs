@@ -45,9 +45,15 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a redis-server on a given port (e.g. one a service already
+    /// points at).
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = RedisServer {
-            port: free_port(),
+            port,
             child: None,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
