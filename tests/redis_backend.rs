@@ -248,3 +248,15 @@ async fn password_comes_from_a_file_and_is_never_echoed() {
     assert!(!err.message().contains("wrong-pw"), "{}", err.message());
     assert!(err.message().contains("***"), "{}", err.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_selects_the_database() {
+    let redis = RedisServer::start();
+    let s = TestServer::start_on(Some(format!("{}/3", redis.url())), None, |_| {}).await;
+    s.client().put(put_req("k", v::int(1))).await.unwrap();
+    let mut r = redis.client().await;
+    let in_db0: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
+    let _: () = redis::cmd("SELECT").arg(3).query_async(&mut r).await.unwrap();
+    let in_db3: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
+    assert_eq!((in_db0, in_db3), (0, 1));
+}
