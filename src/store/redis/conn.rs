@@ -185,51 +185,50 @@ impl Connections {
         }
     }
 
-    /// Pings every slot (reconnecting empty ones) and returns how many answered.
-    /// Runs in the background health loop, never on the request path.
+    /// Pings every slot concurrently (reconnecting empty ones) and returns how
+    /// many answered, with the last failure. Runs in the background health
+    /// loop, never on the request path.
     pub async fn check_all(&self, timeout: Duration) -> (usize, Option<String>) {
-        let mut ok = 0;
-        let mut last_err = None;
-        for slot in 0..self.slots.len() {
-            let current = lock(&self.slots[slot].conn).clone();
-            let conn = match current {
-                Some((generation, conn)) => Conn {
-                    conn,
-                    slot,
-                    generation,
-                },
-                None => match tokio::time::timeout(timeout, self.reconnect(slot)).await {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        last_err = Some(e.to_string());
-                        continue;
-                    }
-                    Err(_) => {
-                        last_err = Some(format!("connecting timed out after {timeout:?}"));
-                        continue;
-                    }
-                },
-            };
-            let mut c = conn.conn.clone();
-            let ping_cmd = redis::cmd("PING");
-            let ping = ping_cmd.query_async::<String>(&mut c);
-            match tokio::time::timeout(timeout, ping).await {
-                Ok(Ok(_)) => ok += 1,
-                Ok(Err(e)) => {
-                    if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
-                        self.invalidate(&conn);
-                    }
-                    last_err = Some(describe_redis_error(&e));
-                }
-                Err(_) => {
-                    // A Redis that stopped answering (paused, partitioned)
-                    // keeps the socket open: drop it so requests fail fast.
+        let results =
+            futures::future::join_all((0..self.slots.len()).map(|slot| self.check(slot, timeout)))
+                .await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let last_err = results.into_iter().filter_map(Result::err).next_back();
+        (ok, last_err)
+    }
+
+    async fn check(&self, slot: usize, timeout: Duration) -> Result<(), String> {
+        let current = lock(&self.slots[slot].conn).clone();
+        let conn = match current {
+            Some((generation, conn)) => Conn {
+                conn,
+                slot,
+                generation,
+            },
+            None => match tokio::time::timeout(timeout, self.reconnect(slot)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err(format!("connecting timed out after {timeout:?}")),
+            },
+        };
+        let mut c = conn.conn.clone();
+        let ping_cmd = redis::cmd("PING");
+        match tokio::time::timeout(timeout, ping_cmd.query_async::<String>(&mut c)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
                     self.invalidate(&conn);
-                    last_err = Some(format!("PING timed out after {timeout:?}"));
                 }
+                Err(describe_redis_error(&e))
+            }
+            Err(_) => {
+                // A Redis that stopped answering (paused, partitioned) keeps
+                // the socket open: drop it so requests fail fast instead of
+                // queueing behind it.
+                self.invalidate(&conn);
+                Err(format!("PING timed out after {timeout:?}"))
             }
         }
-        (ok, last_err)
     }
 
     pub fn unavailable(&self, cause: String) -> Error {

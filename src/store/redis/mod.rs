@@ -27,6 +27,9 @@ pub use conn::{ConnSettings, Connections};
 /// the request.
 const MAX_SCANS_PER_PAGE: usize = 32;
 
+/// Upper bound of the health loop's PING.
+const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The Redis-backed store.
 pub struct RedisStore {
     conns: Connections,
@@ -42,6 +45,12 @@ impl RedisStore {
             conns: Connections::new(url, addr, settings)?,
             command_timeout,
         })
+    }
+
+    /// The health PING must be short: a PING that queues behind a slow Redis
+    /// for the full command timeout would report a dead backend too late.
+    fn health_timeout(&self) -> Duration {
+        self.command_timeout.min(HEALTH_PING_TIMEOUT)
     }
 
     pub fn connections(&self) -> &Connections {
@@ -536,7 +545,7 @@ impl Store for RedisStore {
     /// Pings every connection slot (reconnecting empty ones); up when at
     /// least one answers.
     async fn ping(&self) -> Result<()> {
-        let (ok, last_err) = self.conns.check_all(self.command_timeout).await;
+        let (ok, last_err) = self.conns.check_all(self.health_timeout()).await;
         if ok > 0 {
             return Ok(());
         }
