@@ -37,12 +37,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     config.validate()?;
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr, config.metrics_tenant_labels)?;
+        info!(%addr, "metrics exporter listening");
+    }
     match &config.redis_url {
         Some(url) => {
             let settings = ConnSettings {
                 pool_size: config.redis_pool_size,
                 connect_timeout: config.redis_connect_timeout,
                 pool_wait_timeout: config.redis_pool_wait_timeout,
+                username: config.redis_username.clone(),
+                password: config.redis_password()?,
             };
             let store = RedisStore::new(url, &settings, config.redis_command_timeout)?;
             serve(listener, config, Arc::new(store), shutdown).await
@@ -171,6 +177,7 @@ async fn health_loop<S: Store>(
             return;
         }
         let up = result.is_ok();
+        crate::metrics::backend_up(up);
         if serving != Some(up) {
             match &result {
                 Ok(()) => info!(backend = %store.describe(), "backend reachable: SERVING"),

@@ -217,3 +217,34 @@ async fn unary_rpcs_cost_one_round_trip_and_no_recycling_pings() {
     assert_eq!(get("unwatch"), 0, "{calls:?}");
     assert!(get("ping") <= 8, "{calls:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_comes_from_a_file_and_is_never_echoed() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("password");
+    std::fs::write(&pw_file, "s3cret-pw\n").unwrap();
+    let s = TestServer::start_on(Some(redis.url()), None, |cfg| {
+        cfg.redis_password_file = Some(pw_file.clone());
+    })
+    .await;
+    let mut c = s.client();
+    c.put(put_req("k", v::int(1))).await.unwrap();
+
+    // A wrong password (in the URL this time) fails with UNAVAILABLE and the
+    // message never contains it.
+    let url = format!("redis://:wrong-pw@127.0.0.1:{}", redis.port);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = state_service::config::Config::for_tests(addr, Some(url));
+    let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(state_service::server::run(listener, cfg, async move {
+        let _ = rx.await;
+    }));
+    common::wait_for_port(addr.port(), Duration::from_secs(5));
+    let mut bad = common::connect(addr).await;
+    let err = bad.put(put_req("k", v::int(1))).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(!err.message().contains("wrong-pw"), "{}", err.message());
+    assert!(err.message().contains("***"), "{}", err.message());
+}

@@ -20,7 +20,7 @@ use std::{
 };
 
 use deadpool_redis::{Pool, PoolError, Runtime, redis::aio::MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
 
 use crate::error::{Error, Result};
 
@@ -34,6 +34,10 @@ pub struct ConnSettings {
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub pool_wait_timeout: Duration,
+    /// Overrides the URL's user name.
+    pub username: Option<String>,
+    /// Overrides the URL's password.
+    pub password: Option<String>,
 }
 
 struct Slot {
@@ -64,14 +68,27 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(url: &str, addr: String, settings: &ConnSettings) -> Result<Self> {
+    pub fn new(url: &str, settings: &ConnSettings) -> Result<Self> {
+        let addr = super::redact_url(url);
+        let mut info = url
+            .into_connection_info()
+            .map_err(|e| Error::invalid(format!("invalid --redis-url {addr}: {}", e.kind_str())))?;
+        // Credentials given apart from the URL (env, mounted Secret) win.
+        let mut redis_settings = info.redis_settings().clone();
+        if let Some(user) = &settings.username {
+            redis_settings = redis_settings.set_username(user);
+        }
+        if let Some(password) = &settings.password {
+            redis_settings = redis_settings.set_password(password);
+        }
+        info = info.set_redis_settings(redis_settings);
         // No response timeout inside redis-rs: every call is bounded by the
         // caller's own timeout (command timeout or gRPC deadline, whichever is
         // sooner), which also covers a Redis that accepts but never answers.
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(None);
-        let manager = deadpool_redis::Manager::new_with_config(url, conn_config).map_err(|e| {
+        let manager = deadpool_redis::Manager::new_with_config(info, conn_config).map_err(|e| {
             Error::invalid(format!("invalid --redis-url for {addr}: {}", e.kind_str()))
         })?;
         let pool = Pool::builder(manager)

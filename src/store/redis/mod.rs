@@ -40,9 +40,8 @@ impl RedisStore {
     /// Prepares the store; no connection is made yet (the server starts even
     /// when Redis is down, and the health loop connects).
     pub fn new(url: &str, settings: &ConnSettings, command_timeout: Duration) -> Result<Self> {
-        let addr = redact_url(url);
         Ok(Self {
-            conns: Connections::new(url, addr, settings)?,
+            conns: Connections::new(url, settings)?,
             command_timeout,
         })
     }
@@ -75,14 +74,24 @@ impl RedisStore {
                 if dropped {
                     self.conns.invalidate(&c);
                 }
-                Err(self.map_redis_error(e, dropped))
+                let err = self.map_redis_error(e, dropped);
+                crate::metrics::redis_error(match &err {
+                    Error::Unavailable { .. } => "connection",
+                    Error::DeadlineExceeded(_) => "timeout",
+                    Error::ResourceExhausted { .. } => "oom",
+                    _ => "other",
+                });
+                Err(err)
             }
-            Err(_) => Err(Error::DeadlineExceeded(format!(
-                "redis at {} did not answer within {:?} (--redis-command-timeout); \
+            Err(_) => Err({
+                crate::metrics::redis_error("timeout");
+                Error::DeadlineExceeded(format!(
+                    "redis at {} did not answer within {:?} (--redis-command-timeout); \
                  for a write the outcome is unknown",
-                self.conns.addr(),
-                self.command_timeout
-            ))),
+                    self.conns.addr(),
+                    self.command_timeout
+                ))
+            }),
         }
     }
 
@@ -546,6 +555,13 @@ impl Store for RedisStore {
     /// least one answers.
     async fn ping(&self) -> Result<()> {
         let (ok, last_err) = self.conns.check_all(self.health_timeout()).await;
+        let status = self.conns.pool_status();
+        crate::metrics::redis_pool(
+            status.max_size,
+            status.available,
+            status.waiting,
+            self.conns.connected(),
+        );
         if ok > 0 {
             return Ok(());
         }
