@@ -42,5 +42,3 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo nextest run"
 cargo nextest run --locked --all-targets --no-fail-fast "$@"
-echo "==> doc tests"
-cargo test --locked --doc

@@ -54,9 +54,10 @@ impl<S: Store> StateApi<S> {
     }
 }
 
-/// Runs a store call under the client's deadline. The deadline fires a little
-/// early so that the client receives DEADLINE_EXCEEDED from us (with a
-/// message) rather than tonic's generic CANCELLED when both timers race.
+/// Runs a store call under the client's deadline. Our timer fires a little
+/// early (a tenth of the deadline, 2–50 ms) so that the client receives
+/// DEADLINE_EXCEEDED with a message rather than the CANCELLED tonic's own
+/// grpc-timeout timer produces when both race.
 async fn within<T>(deadline: Option<Duration>, fut: impl Future<Output = Result<T>>) -> Result<T> {
     let Some(d) = deadline else { return fut.await };
     let budget = d
