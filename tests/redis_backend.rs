@@ -256,7 +256,11 @@ async fn the_url_selects_the_database() {
     s.client().put(put_req("k", v::int(1))).await.unwrap();
     let mut r = redis.client().await;
     let in_db0: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
-    let _: () = redis::cmd("SELECT").arg(3).query_async(&mut r).await.unwrap();
+    let _: () = redis::cmd("SELECT")
+        .arg(3)
+        .query_async(&mut r)
+        .await
+        .unwrap();
     let in_db3: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
     assert_eq!((in_db0, in_db3), (0, 1));
 }

@@ -63,7 +63,9 @@ impl RedisStore {
         F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let c = self.conns.get().await?;
+        let c = self.conns.get().await.inspect_err(|_| {
+            crate::metrics::redis_error("connection");
+        })?;
         match tokio::time::timeout(self.command_timeout, f(c.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
