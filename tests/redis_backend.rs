@@ -127,6 +127,19 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
         .unwrap()
         .into_inner();
     assert!(d.deleted);
+    // List still works: the foreign keys are listed, without entries.
+    let page = c
+        .list(ListRequest {
+            prefix: String::new(),
+            page_size: 100,
+            page_token: String::new(),
+            include_values: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.keys.len(), 3, "{:?}", page.keys);
+    assert!(page.entries.is_empty());
     // BatchGet with one foreign key fails as a whole with the same clear error.
     let err = c
         .batch_get(pb::BatchGetRequest {
