@@ -126,6 +126,30 @@ pub struct Config {
     #[arg(long, env = "STATE_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u32,
 
+    /// Address of the Prometheus metrics endpoint (HTTP, any path). Absent:
+    /// no metrics are exported. The container image sets 0.0.0.0:9090.
+    #[arg(long, env = "STATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Label request metrics with the tenant id. Off by default: every
+    /// tenant multiplies the number of series.
+    #[arg(long, env = "STATE_METRICS_TENANT_LABELS", default_value_t = false)]
+    pub metrics_tenant_labels: bool,
+
+    /// Redis password, overriding any password in --redis-url (keeps the
+    /// secret out of the URL, e.g. from a Kubernetes Secret as env).
+    #[arg(long, env = "STATE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
+    /// File holding the Redis password (trailing newline ignored), e.g. a
+    /// mounted Kubernetes Secret. Takes precedence over --redis-password.
+    #[arg(long, env = "STATE_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// Redis ACL user name, overriding any user in --redis-url.
+    #[arg(long, env = "STATE_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
     /// Optional file of tenant credentials (reserved for authentication; see
     /// docs/security.md).
     #[arg(long, env = "STATE_TENANTS_FILE", hide = true)]
@@ -179,6 +203,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The Redis password from --redis-password-file or --redis-password, if any.
+    pub fn redis_password(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.redis_password_file {
+            let raw = std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read --redis-password-file {}: {e}", path.display())
+            })?;
+            return Ok(Some(raw.trim_end_matches(['\r', '\n']).to_string()));
+        }
+        Ok(self.redis_password.clone())
     }
 
     /// A configuration with every default, listening on `listen`; for tests and

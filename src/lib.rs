@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod health_cmd;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod store;

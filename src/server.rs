@@ -22,7 +22,13 @@ use crate::{
 };
 
 /// Name under which the state API reports health (besides the server-wide "").
+/// Both follow the backend: use them for readiness.
 pub const SERVICE_NAME: &str = "stateservice.v1.StateService";
+
+/// Health name that is SERVING for as long as the process runs and can answer
+/// (NOT_SERVING only while shutting down). Use it for liveness probes: a
+/// Redis outage must not make Kubernetes restart every pod.
+pub const LIVENESS_NAME: &str = "liveness";
 
 /// Headroom above the largest value for the rest of a request message.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
@@ -37,12 +43,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     config.validate()?;
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::install(addr, config.metrics_tenant_labels)?;
+        info!(%addr, "metrics exporter listening");
+    }
     match &config.redis_url {
         Some(url) => {
             let settings = ConnSettings {
                 pool_size: config.redis_pool_size,
                 connect_timeout: config.redis_connect_timeout,
                 pool_wait_timeout: config.redis_pool_wait_timeout,
+                username: config.redis_username.clone(),
+                password: config.redis_password()?,
             };
             let store = RedisStore::new(url, &settings, config.redis_command_timeout)?;
             serve(listener, config, Arc::new(store), shutdown).await
@@ -65,8 +77,11 @@ async fn serve<S: Store>(
 ) -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    // Not serving until the backend has answered once.
+    // Not serving until the backend has answered once; alive right away.
     set_status(&reporter, ServingStatus::NotServing).await;
+    reporter
+        .set_service_status(LIVENESS_NAME, ServingStatus::Serving)
+        .await;
 
     let (stopping_tx, stopping_rx) = watch::channel(false);
     let health_task = tokio::spawn(health_loop(
@@ -111,6 +126,9 @@ async fn serve<S: Store>(
         info!("shutting down: health NOT_SERVING, draining in-flight requests");
         let _ = stopping_tx.send(true);
         set_status(&signal_reporter, ServingStatus::NotServing).await;
+        signal_reporter
+            .set_service_status(LIVENESS_NAME, ServingStatus::NotServing)
+            .await;
         let _ = drain_tx.send(());
     };
 
@@ -171,6 +189,7 @@ async fn health_loop<S: Store>(
             return;
         }
         let up = result.is_ok();
+        crate::metrics::backend_up(up);
         if serving != Some(up) {
             match &result {
                 Ok(()) => info!(backend = %store.describe(), "backend reachable: SERVING"),

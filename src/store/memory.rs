@@ -65,6 +65,15 @@ impl MemoryStore {
         Self { map }
     }
 
+    /// Number of stored entries, including expired ones not yet swept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, Map> {
         // A panic while holding the lock cannot leave a half-applied op behind
         // (ops are computed first and committed with plain inserts), so the

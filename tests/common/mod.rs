@@ -45,9 +45,15 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a redis-server on a given port (e.g. one a service already
+    /// points at).
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = RedisServer {
-            port: free_port(),
+            port,
             child: None,
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -86,6 +92,23 @@ impl RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is
+    /// answered, like a hung or partitioned Redis.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Undoes `pause` (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("redis-server not running").id();
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc::kill(pid as i32, sig) };
     }
 
     pub fn restart(&mut self) {

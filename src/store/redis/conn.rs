@@ -20,7 +20,7 @@ use std::{
 };
 
 use deadpool_redis::{Pool, PoolError, Runtime, redis::aio::MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
 
 use crate::error::{Error, Result};
 
@@ -34,6 +34,10 @@ pub struct ConnSettings {
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub pool_wait_timeout: Duration,
+    /// Overrides the URL's user name.
+    pub username: Option<String>,
+    /// Overrides the URL's password.
+    pub password: Option<String>,
 }
 
 struct Slot {
@@ -64,14 +68,27 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(url: &str, addr: String, settings: &ConnSettings) -> Result<Self> {
+    pub fn new(url: &str, settings: &ConnSettings) -> Result<Self> {
+        let addr = super::redact_url(url);
+        let mut info = url
+            .into_connection_info()
+            .map_err(|e| Error::invalid(format!("invalid --redis-url {addr}: {}", e.kind_str())))?;
+        // Credentials given apart from the URL (env, mounted Secret) win.
+        let mut redis_settings = info.redis_settings().clone();
+        if let Some(user) = &settings.username {
+            redis_settings = redis_settings.set_username(user);
+        }
+        if let Some(password) = &settings.password {
+            redis_settings = redis_settings.set_password(password);
+        }
+        info = info.set_redis_settings(redis_settings);
         // No response timeout inside redis-rs: every call is bounded by the
         // caller's own timeout (command timeout or gRPC deadline, whichever is
         // sooner), which also covers a Redis that accepts but never answers.
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(None);
-        let manager = deadpool_redis::Manager::new_with_config(url, conn_config).map_err(|e| {
+        let manager = deadpool_redis::Manager::new_with_config(info, conn_config).map_err(|e| {
             Error::invalid(format!("invalid --redis-url for {addr}: {}", e.kind_str()))
         })?;
         let pool = Pool::builder(manager)
@@ -185,51 +202,50 @@ impl Connections {
         }
     }
 
-    /// Pings every slot (reconnecting empty ones) and returns how many answered.
-    /// Runs in the background health loop, never on the request path.
+    /// Pings every slot concurrently (reconnecting empty ones) and returns how
+    /// many answered, with the last failure. Runs in the background health
+    /// loop, never on the request path.
     pub async fn check_all(&self, timeout: Duration) -> (usize, Option<String>) {
-        let mut ok = 0;
-        let mut last_err = None;
-        for slot in 0..self.slots.len() {
-            let current = lock(&self.slots[slot].conn).clone();
-            let conn = match current {
-                Some((generation, conn)) => Conn {
-                    conn,
-                    slot,
-                    generation,
-                },
-                None => match tokio::time::timeout(timeout, self.reconnect(slot)).await {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => {
-                        last_err = Some(e.to_string());
-                        continue;
-                    }
-                    Err(_) => {
-                        last_err = Some(format!("connecting timed out after {timeout:?}"));
-                        continue;
-                    }
-                },
-            };
-            let mut c = conn.conn.clone();
-            let ping_cmd = redis::cmd("PING");
-            let ping = ping_cmd.query_async::<String>(&mut c);
-            match tokio::time::timeout(timeout, ping).await {
-                Ok(Ok(_)) => ok += 1,
-                Ok(Err(e)) => {
-                    if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
-                        self.invalidate(&conn);
-                    }
-                    last_err = Some(describe_redis_error(&e));
-                }
-                Err(_) => {
-                    // A Redis that stopped answering (paused, partitioned)
-                    // keeps the socket open: drop it so requests fail fast.
+        let results =
+            futures::future::join_all((0..self.slots.len()).map(|slot| self.check(slot, timeout)))
+                .await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let last_err = results.into_iter().filter_map(Result::err).next_back();
+        (ok, last_err)
+    }
+
+    async fn check(&self, slot: usize, timeout: Duration) -> Result<(), String> {
+        let current = lock(&self.slots[slot].conn).clone();
+        let conn = match current {
+            Some((generation, conn)) => Conn {
+                conn,
+                slot,
+                generation,
+            },
+            None => match tokio::time::timeout(timeout, self.reconnect(slot)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err(format!("connecting timed out after {timeout:?}")),
+            },
+        };
+        let mut c = conn.conn.clone();
+        let ping_cmd = redis::cmd("PING");
+        match tokio::time::timeout(timeout, ping_cmd.query_async::<String>(&mut c)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
                     self.invalidate(&conn);
-                    last_err = Some(format!("PING timed out after {timeout:?}"));
                 }
+                Err(describe_redis_error(&e))
+            }
+            Err(_) => {
+                // A Redis that stopped answering (paused, partitioned) keeps
+                // the socket open: drop it so requests fail fast instead of
+                // queueing behind it.
+                self.invalidate(&conn);
+                Err(format!("PING timed out after {timeout:?}"))
             }
         }
-        (ok, last_err)
     }
 
     pub fn unavailable(&self, cause: String) -> Error {

@@ -27,6 +27,9 @@ pub use conn::{ConnSettings, Connections};
 /// the request.
 const MAX_SCANS_PER_PAGE: usize = 32;
 
+/// Upper bound of the health loop's PING.
+const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The Redis-backed store.
 pub struct RedisStore {
     conns: Connections,
@@ -37,11 +40,16 @@ impl RedisStore {
     /// Prepares the store; no connection is made yet (the server starts even
     /// when Redis is down, and the health loop connects).
     pub fn new(url: &str, settings: &ConnSettings, command_timeout: Duration) -> Result<Self> {
-        let addr = redact_url(url);
         Ok(Self {
-            conns: Connections::new(url, addr, settings)?,
+            conns: Connections::new(url, settings)?,
             command_timeout,
         })
+    }
+
+    /// The health PING must be short: a PING that queues behind a slow Redis
+    /// for the full command timeout would report a dead backend too late.
+    fn health_timeout(&self) -> Duration {
+        self.command_timeout.min(HEALTH_PING_TIMEOUT)
     }
 
     pub fn connections(&self) -> &Connections {
@@ -55,7 +63,9 @@ impl RedisStore {
         F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let c = self.conns.get().await?;
+        let c = self.conns.get().await.inspect_err(|_| {
+            crate::metrics::redis_error("connection");
+        })?;
         match tokio::time::timeout(self.command_timeout, f(c.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
@@ -66,14 +76,24 @@ impl RedisStore {
                 if dropped {
                     self.conns.invalidate(&c);
                 }
-                Err(self.map_redis_error(e, dropped))
+                let err = self.map_redis_error(e, dropped);
+                crate::metrics::redis_error(match &err {
+                    Error::Unavailable { .. } => "connection",
+                    Error::DeadlineExceeded(_) => "timeout",
+                    Error::ResourceExhausted { .. } => "oom",
+                    _ => "other",
+                });
+                Err(err)
             }
-            Err(_) => Err(Error::DeadlineExceeded(format!(
-                "redis at {} did not answer within {:?} (--redis-command-timeout); \
+            Err(_) => Err({
+                crate::metrics::redis_error("timeout");
+                Error::DeadlineExceeded(format!(
+                    "redis at {} did not answer within {:?} (--redis-command-timeout); \
                  for a write the outcome is unknown",
-                self.conns.addr(),
-                self.command_timeout
-            ))),
+                    self.conns.addr(),
+                    self.command_timeout
+                ))
+            }),
         }
     }
 
@@ -135,8 +155,18 @@ impl RedisStore {
             .await
     }
 
-    /// HMGET + PTTL for every key inside one MULTI/EXEC.
+    /// HMGET + PTTL for every key inside one MULTI/EXEC; fails as a whole if
+    /// any key holds foreign data.
     async fn read_many(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
+        self.read_each(ns, keys).await?.into_iter().collect()
+    }
+
+    /// Like `read_many`, with a result per key.
+    async fn read_each(
+        &self,
+        ns: &Namespace,
+        keys: &[String],
+    ) -> Result<Vec<Result<Option<Entry>>>> {
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
         for k in keys {
@@ -154,10 +184,11 @@ impl RedisStore {
                 replies.len()
             )));
         }
-        keys.iter()
+        Ok(keys
+            .iter()
             .zip(replies.chunks_exact(2))
             .map(|(k, pair)| parse_read(k, &pair[0], &pair[1]))
-            .collect()
+            .collect())
     }
 }
 
@@ -526,8 +557,13 @@ impl Store for RedisStore {
             ..ListPage::default()
         };
         if include_values && !keys.is_empty() {
-            let entries = self.read_many(ns, &keys).await?;
-            page.entries = entries.into_iter().flatten().collect();
+            // Keys that vanished meanwhile, or hold data another tool wrote,
+            // are listed without an entry rather than failing the page.
+            let entries = self.read_each(ns, &keys).await?;
+            page.entries = entries
+                .into_iter()
+                .filter_map(|r| r.ok().flatten())
+                .collect();
         }
         page.keys = keys;
         Ok(page)
@@ -536,7 +572,14 @@ impl Store for RedisStore {
     /// Pings every connection slot (reconnecting empty ones); up when at
     /// least one answers.
     async fn ping(&self) -> Result<()> {
-        let (ok, last_err) = self.conns.check_all(self.command_timeout).await;
+        let (ok, last_err) = self.conns.check_all(self.health_timeout()).await;
+        let status = self.conns.pool_status();
+        crate::metrics::redis_pool(
+            status.max_size,
+            status.available,
+            status.waiting,
+            self.conns.connected(),
+        );
         if ok > 0 {
             return Ok(());
         }

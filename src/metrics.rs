@@ -1,0 +1,177 @@
+//! Prometheus metrics through the `metrics` facade and its Prometheus
+//! exporter (served on its own port, `--metrics-listen`).
+//!
+//! Without `--metrics-listen` no recorder is installed and every macro below
+//! is a no-op. Tenant labels are off by default: tenants are unbounded, and a
+//! label per tenant multiplies every series (`--metrics-tenant-labels`).
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use tonic::Code;
+
+pub const REQUESTS_TOTAL: &str = "state_requests_total";
+pub const REQUEST_DURATION: &str = "state_request_duration_seconds";
+pub const REQUESTS_IN_FLIGHT: &str = "state_requests_in_flight";
+pub const REDIS_ERRORS_TOTAL: &str = "state_redis_errors_total";
+pub const REDIS_POOL_CONNECTIONS: &str = "state_redis_pool_connections";
+pub const BACKEND_UP: &str = "state_backend_up";
+pub const BUILD_INFO: &str = "state_build_info";
+
+/// Latency buckets in seconds: dense below 10 ms, where a healthy service lives.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+static TENANT_LABELS: AtomicBool = AtomicBool::new(false);
+
+/// Whether request metrics carry a tenant label.
+pub fn tenant_labels() -> bool {
+    TENANT_LABELS.load(Ordering::Relaxed)
+}
+
+/// Installs the global recorder and starts the HTTP exporter on `addr`
+/// (serving `/metrics`; any path answers). Must run inside the Tokio runtime.
+pub fn install(addr: SocketAddr, tenant_labels: bool) -> Result<(), String> {
+    TENANT_LABELS.store(tenant_labels, Ordering::Relaxed);
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.to_string()), LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| format!("cannot start the metrics exporter on {addr}: {e}"))?;
+    metrics::describe_counter!(REQUESTS_TOTAL, "gRPC requests by method and status code");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "gRPC request latency by method"
+    );
+    metrics::describe_gauge!(REQUESTS_IN_FLIGHT, "gRPC requests being processed");
+    metrics::describe_counter!(REDIS_ERRORS_TOTAL, "Redis command failures by kind");
+    metrics::describe_gauge!(
+        REDIS_POOL_CONNECTIONS,
+        "Redis connections by state (size, available, waiting, connected)"
+    );
+    metrics::describe_gauge!(BACKEND_UP, "1 when the backend answers its health PING");
+    metrics::describe_gauge!(BUILD_INFO, "Always 1; labels carry the version");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(())
+}
+
+/// Tracks one request from start to finish: in-flight gauge, latency,
+/// count by status code, and a log line whose level follows the code.
+pub struct RequestObserver {
+    method: &'static str,
+    tenant: Option<String>,
+    start: Instant,
+    done: bool,
+}
+
+impl RequestObserver {
+    pub fn start(method: &'static str, tenant: Option<&str>) -> Self {
+        gauge!(REQUESTS_IN_FLIGHT).increment(1.0);
+        let tenant = tenant.filter(|_| tenant_labels()).map(str::to_string);
+        Self {
+            method,
+            tenant,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Records the outcome and passes the result through.
+    pub fn finish<T>(mut self, result: Result<T, tonic::Status>) -> Result<T, tonic::Status> {
+        let code = match &result {
+            Ok(_) => Code::Ok,
+            Err(status) => {
+                log_status(self.method, status);
+                status.code()
+            }
+        };
+        self.record(code);
+        result
+    }
+
+    fn record(&mut self, code: Code) {
+        self.done = true;
+        gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
+        let code = code_name(code);
+        match &self.tenant {
+            Some(t) => counter!(REQUESTS_TOTAL, "method" => self.method, "code" => code, "tenant" => t.clone())
+                .increment(1),
+            None => counter!(REQUESTS_TOTAL, "method" => self.method, "code" => code).increment(1),
+        }
+        histogram!(REQUEST_DURATION, "method" => self.method)
+            .record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for RequestObserver {
+    fn drop(&mut self) {
+        // The handler future was dropped: the client went away or its
+        // deadline passed in tonic's own timer.
+        if !self.done {
+            self.record(Code::Cancelled);
+        }
+    }
+}
+
+/// Errors the service must look at are warnings; client mistakes and
+/// conditions are routine and logged at debug.
+fn log_status(method: &str, status: &tonic::Status) {
+    match status.code() {
+        Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+            tracing::warn!(method, code = ?status.code(), message = status.message(), "request failed")
+        }
+        Code::DeadlineExceeded | Code::ResourceExhausted => {
+            tracing::info!(method, code = ?status.code(), message = status.message(), "request failed")
+        }
+        _ => {
+            tracing::debug!(method, code = ?status.code(), message = status.message(), "request refused")
+        }
+    }
+}
+
+/// Counts a failed Redis call by kind (connection, timeout, oom, busy, other).
+pub fn redis_error(kind: &'static str) {
+    counter!(REDIS_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+pub fn backend_up(up: bool) {
+    gauge!(BACKEND_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Pool gauges: deadpool's size/available/waiting plus connected slots.
+pub fn redis_pool(size: usize, available: usize, waiting: usize, connected: usize) {
+    gauge!(REDIS_POOL_CONNECTIONS, "state" => "size").set(size as f64);
+    gauge!(REDIS_POOL_CONNECTIONS, "state" => "available").set(available as f64);
+    gauge!(REDIS_POOL_CONNECTIONS, "state" => "waiting").set(waiting as f64);
+    gauge!(REDIS_POOL_CONNECTIONS, "state" => "connected").set(connected as f64);
+}
+
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

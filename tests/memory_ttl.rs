@@ -1,0 +1,96 @@
+//! The memory backend's expiry under paused Tokio time: long TTLs expire at
+//! exactly the right moment without the test waiting for them.
+
+use std::time::Duration;
+
+use state_service::{
+    pb::{self, value::Kind},
+    store::{Condition, MemoryStore, OpKind, Store, WriteOp},
+    tenancy::{Namespace, TenantId},
+};
+
+fn ns() -> Namespace {
+    Namespace::new("state", TenantId::parse("t").unwrap())
+}
+
+fn put(key: &str, ttl: Option<Duration>) -> WriteOp {
+    WriteOp {
+        key: key.into(),
+        kind: OpKind::Put {
+            value: pb::Value {
+                kind: Some(Kind::IntValue(1)),
+            },
+            ttl,
+            keep_ttl: false,
+        },
+        condition: Condition::None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_hour_long_ttl_expires_after_an_hour() {
+    let store = MemoryStore::new();
+    let ns = ns();
+    store
+        .transact(&ns, vec![put("k", Some(Duration::from_secs(3600)))])
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    let e = store
+        .get(&ns, "k", None)
+        .await
+        .unwrap()
+        .expect("expired early");
+    assert_eq!(e.ttl, Some(Duration::from_secs(1)));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(
+        store.get(&ns, "k", None).await.unwrap().is_none(),
+        "outlived its TTL"
+    );
+    let page = store.list(&ns, "", 10, None, false).await.unwrap();
+    assert!(page.keys.is_empty());
+    // An expired key counts as absent for conditions.
+    let mut create = put("k", None);
+    create.condition = Condition::IfAbsent;
+    store.transact(&ns, vec![create]).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_on_read_keeps_a_session_alive() {
+    let store = MemoryStore::new();
+    let ns = ns();
+    store
+        .transact(&ns, vec![put("s", Some(Duration::from_secs(60)))])
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert!(
+            store
+                .get(&ns, "s", Some(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert!(store.get(&ns, "s", None).await.unwrap().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_frees_expired_keys() {
+    let store = MemoryStore::new();
+    let ns = ns();
+    for i in 0..100 {
+        store
+            .transact(
+                &ns,
+                vec![put(&format!("k{i}"), Some(Duration::from_secs(5)))],
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // The sweeper ran: expired keys are gone from memory, not just hidden.
+    assert_eq!(store.len(), 0);
+}
