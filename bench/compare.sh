@@ -182,9 +182,12 @@ rb() {
   log "$name"
   snapshot >"$RAW/$name.before"
   # Through twemproxy redis-benchmark warns that it cannot read CONFIG: harmless.
-  redis-benchmark -h 127.0.0.1 -p "$port" -c "$BENCH_CONCURRENCY" -d "$BENCH_VALUE_SIZE" \
+  # `time` records the client's own CPU (user and system seconds), to set
+  # against state-loadgen's.
+  local TIMEFORMAT='%U %S'
+  { time redis-benchmark -h 127.0.0.1 -p "$port" -c "$BENCH_CONCURRENCY" -d "$BENCH_VALUE_SIZE" \
     -r "$BENCH_KEYS" -n "$requests" -P "$pipeline" -t set,get --csv \
-    2>"$RAW/$name.err" >"$RAW/$name.csv"
+    2>"$RAW/$name.err" >"$RAW/$name.csv"; } 2>"$RAW/$name.time"
   snapshot >"$RAW/$name.after"
 }
 
