@@ -436,10 +436,11 @@ svg = [
     f'<text x="{W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">'
     "Throughput relative to redis-benchmark straight to Redis (1.0×)</text>",
     f'<text x="{W / 2}" y="44" text-anchor="middle" fill="#555">'
-    f"{escape(P.get('nproc', '?'))} cores, one run, medians of "
-    f"{escape(KNOBS['BENCH_REPS'])}, {escape(P.get('date', ''))}; "
-    "dashed: target</text>",
+    f"{escape(P.get('nproc', '?'))} cores shared by all (load average "
+    f"{escape(P.get('load_before', '?').split()[0])} at start), one run, medians of "
+    f"{escape(KNOBS['BENCH_REPS'])}, {escape(P.get('date', ''))}; dashed: target</text>",
 ]
+
 # Grid.
 step = 0.2
 g = 0.0
@@ -453,6 +454,7 @@ while g <= scale_max + 1e-9:
         f'<text x="{gx:.1f}" y="{H - 36}" text-anchor="middle" fill="#555">{g:.1f}×</text>'
     )
     g = round(g + step, 10)
+labels = []
 for i, (label, rlabel, slabel, d, p, s, unit, target) in enumerate(rows):
     y0 = TOP + i * group_h
     svg.append(
@@ -475,20 +477,28 @@ for i, (label, rlabel, slabel, d, p, s, unit, target) in enumerate(rows):
         anchor = "start"
         if tx > W - 220:
             tx, anchor = x(r) - 6, "end"
-            svg.append(
+            labels.append(
                 f'<text x="{tx:.1f}" y="{y + BAR - 5}" text-anchor="{anchor}" fill="white">'
                 f"{escape(text)}</text>"
             )
         else:
-            svg.append(
+            labels.append(
+                # A white box under the label keeps the target line from crossing it
+                # (about 6.7 px per character at 12 px sans-serif).
+                f'<rect x="{tx - 2:.1f}" y="{y + 1}" width="{len(text) * 6.7 + 4:.1f}" '
+                f'height="{BAR - 2}" fill="white"/>'
                 f'<text x="{tx:.1f}" y="{y + BAR - 5}" text-anchor="{anchor}">{escape(text)}</text>'
             )
-    tx = x(target)
+# Targets over the bars, under the labels of the bars (which sit on white boxes).
+for i, row in enumerate(rows):
+    y0 = TOP + i * group_h
+    tx = LEFT + plot_w * min(row[7], scale_max) / scale_max
     svg.append(
         f'<line x1="{tx:.1f}" y1="{y0 - 4}" x2="{tx:.1f}" '
         f'y2="{y0 + len(systems) * (BAR + GAP)}" stroke="#c62828" stroke-width="2" '
-        f'stroke-dasharray="5,3"><title>target {target}×</title></line>'
+        f'stroke-dasharray="5,3"><title>target {row[7]}×</title></line>'
     )
+svg.extend(labels)
 # Legend.
 lx = LEFT
 for name, color in systems:
