@@ -345,6 +345,18 @@ for op, runs in half.items():
     )
 md.append("")
 
+# Errors are part of the result: a fast run that failed requests proves nothing.
+errors = {}
+for runs in list(svc.values()) + list(half.values()):
+    for r in runs:
+        for code, n in r["json"]["errors_by_code"].items():
+            errors[code] = errors.get(code, 0) + n
+md.append(
+    "Failed RPCs over all service runs: "
+    + (", ".join(f"{code} {n}" for code, n in sorted(errors.items())) if errors else "none")
+    + ".\n"
+)
+
 hwm_mib = final["hwm_kb"] / 1024
 md.append("## Memory\n")
 md.append(
