@@ -67,7 +67,11 @@ async fn run(
         let force = tokio::select! {
             _ = tick.tick() => false,
             () = next_hangup(&mut hangup) => {
-                info!("SIGHUP received: reloading configuration files");
+                if items.is_empty() {
+                    info!("SIGHUP received: no tenants file or TLS files to reload");
+                } else {
+                    info!("SIGHUP received: reloading configuration files");
+                }
                 true
             }
             _ = stopping.changed() => return,

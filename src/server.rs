@@ -195,17 +195,14 @@ async fn serve<S: Store>(
     set_status(&reporter, ServingStatus::NotServing).await;
 
     let (stopping_tx, stopping_rx) = watch::channel(false);
-    // Installed before the server accepts anything (see reload::spawn).
-    let reloadables = security.reloadables();
-    let reload_task = if reloadables.is_empty() {
-        None
-    } else {
-        Some(crate::reload::spawn(
-            reloadables,
-            config.reload_interval,
-            stopping_rx.clone(),
-        )?)
-    };
+    // Installed before the server accepts anything (see reload::spawn), and
+    // even with nothing to reload: a SIGHUP must never take the default
+    // action, which terminates the process.
+    let reload_task = crate::reload::spawn(
+        security.reloadables(),
+        config.reload_interval,
+        stopping_rx.clone(),
+    )?;
     let health_task = tokio::spawn(health_loop(
         store.clone(),
         reporter.clone(),
@@ -305,9 +302,7 @@ async fn serve<S: Store>(
         }
     };
     health_task.abort();
-    if let Some(t) = reload_task {
-        t.abort();
-    }
+    reload_task.abort();
     info!("state-service stopped");
     result
 }

@@ -175,3 +175,19 @@ async fn a_broken_tenants_file_keeps_the_last_good_one() {
     file_with(&path, NEW);
     eventually(&mut c, NEW, Code::Ok).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_nothing_to_reload_does_not_stop_the_server() {
+    let s = TestServer::start(Backend::Memory).await;
+    // Without a handler, SIGHUP's default action would kill this process.
+    // SAFETY: kill(2) on our own process.
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = s.client();
+    c.get(GetRequest {
+        key: "k".into(),
+        refresh_ttl: None,
+    })
+    .await
+    .unwrap();
+}
