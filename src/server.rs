@@ -26,7 +26,13 @@ use crate::{
 };
 
 /// Name under which the state API reports health (besides the server-wide "").
+/// Both follow the backend: use them for readiness.
 pub const SERVICE_NAME: &str = "stateservice.v1.StateService";
+
+/// Health name that is SERVING for as long as the process runs and can answer
+/// (NOT_SERVING only while shutting down). Use it for liveness probes: a
+/// Redis outage must not make Kubernetes restart every pod.
+pub const LIVENESS_NAME: &str = "liveness";
 
 /// Headroom above the largest value for the rest of a request message.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
@@ -191,8 +197,11 @@ async fn serve<S: Store>(
         );
     }
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    // Not serving until the backend has answered once.
+    // Not serving until the backend has answered once; alive right away.
     set_status(&reporter, ServingStatus::NotServing).await;
+    reporter
+        .set_service_status(LIVENESS_NAME, ServingStatus::Serving)
+        .await;
 
     let (stopping_tx, stopping_rx) = watch::channel(false);
     // Installed before the server accepts anything (see reload::spawn), and
@@ -255,6 +264,9 @@ async fn serve<S: Store>(
         info!("shutting down: health NOT_SERVING, draining in-flight requests");
         let _ = stopping_tx.send(true);
         set_status(&signal_reporter, ServingStatus::NotServing).await;
+        signal_reporter
+            .set_service_status(LIVENESS_NAME, ServingStatus::NotServing)
+            .await;
         let _ = drain_tx.send(());
     };
 

@@ -217,3 +217,27 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let n: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
     assert_eq!(n, 10, "every acknowledged write is in Redis");
 }
+
+/// Liveness ("liveness") stays SERVING through a Redis outage while the
+/// server-wide status follows Redis: probes must not restart pods for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_stays_serving_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let s = TestServer::start_on(Some(redis.url()), None, |_| {}).await;
+    redis.stop();
+    wait_health(s.addr, ServingStatus::NotServing, Duration::from_secs(10)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+}

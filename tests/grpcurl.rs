@@ -146,3 +146,53 @@ async fn grpcurl_lists_describes_and_calls_the_service() {
     );
     assert!(health.contains("\"SERVING\""), "{health}");
 }
+
+/// The README's grpcurl block, run as written (only the address is changed,
+/// and the `<version from Get>` placeholder is filled from a real Get).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_grpcurl_examples_work_as_written() {
+    let s = TestServer::start(Backend::Memory).await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("## Try it with grpcurl")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a grpcurl block");
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        current.push_str(line.trim_end_matches('\\').trim());
+        current.push(' ');
+        if !line.ends_with('\\') {
+            commands.push(std::mem::take(&mut current));
+        }
+    }
+    assert!(commands.len() >= 8, "{commands:?}");
+    let grpcurl = venv_tool("grpcurl");
+    let mut version = String::new();
+    for cmd in commands {
+        let cmd = cmd
+            .replace("127.0.0.1:50051", &s.addr.to_string())
+            .replace("<version from Get>", &version)
+            .replacen("grpcurl", grpcurl.to_str().unwrap(), 1);
+        let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        assert!(
+            out.status.success(),
+            "README command failed: {cmd}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if cmd.contains("/Get")
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout)
+            && let Some(ver) = v["entry"]["version"].as_str()
+        {
+            version = ver.to_string();
+        }
+    }
+}

@@ -127,6 +127,19 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
         .unwrap()
         .into_inner();
     assert!(d.deleted);
+    // List still works: the foreign keys are listed, without entries.
+    let page = c
+        .list(ListRequest {
+            prefix: String::new(),
+            page_size: 100,
+            page_token: String::new(),
+            include_values: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.keys.len(), 3, "{:?}", page.keys);
+    assert!(page.entries.is_empty());
     // BatchGet with one foreign key fails as a whole with the same clear error.
     let err = c
         .batch_get(pb::BatchGetRequest {
@@ -247,4 +260,20 @@ async fn password_comes_from_a_file_and_is_never_echoed() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(!err.message().contains("wrong-pw"), "{}", err.message());
     assert!(err.message().contains("***"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_selects_the_database() {
+    let redis = RedisServer::start();
+    let s = TestServer::start_on(Some(format!("{}/3", redis.url())), None, |_| {}).await;
+    s.client().put(put_req("k", v::int(1))).await.unwrap();
+    let mut r = redis.client().await;
+    let in_db0: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
+    let _: () = redis::cmd("SELECT")
+        .arg(3)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let in_db3: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
+    assert_eq!((in_db0, in_db3), (0, 1));
 }

@@ -63,7 +63,9 @@ impl RedisStore {
         F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let c = self.conns.get().await?;
+        let c = self.conns.get().await.inspect_err(|_| {
+            crate::metrics::redis_error("connection");
+        })?;
         match tokio::time::timeout(self.command_timeout, f(c.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
@@ -153,8 +155,18 @@ impl RedisStore {
             .await
     }
 
-    /// HMGET + PTTL for every key inside one MULTI/EXEC.
+    /// HMGET + PTTL for every key inside one MULTI/EXEC; fails as a whole if
+    /// any key holds foreign data.
     async fn read_many(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
+        self.read_each(ns, keys).await?.into_iter().collect()
+    }
+
+    /// Like `read_many`, with a result per key.
+    async fn read_each(
+        &self,
+        ns: &Namespace,
+        keys: &[String],
+    ) -> Result<Vec<Result<Option<Entry>>>> {
         let mut pipe = redis::pipe();
         pipe.atomic().ignore_errors();
         for k in keys {
@@ -172,10 +184,11 @@ impl RedisStore {
                 replies.len()
             )));
         }
-        keys.iter()
+        Ok(keys
+            .iter()
             .zip(replies.chunks_exact(2))
             .map(|(k, pair)| parse_read(k, &pair[0], &pair[1]))
-            .collect()
+            .collect())
     }
 }
 
@@ -544,8 +557,13 @@ impl Store for RedisStore {
             ..ListPage::default()
         };
         if include_values && !keys.is_empty() {
-            let entries = self.read_many(ns, &keys).await?;
-            page.entries = entries.into_iter().flatten().collect();
+            // Keys that vanished meanwhile, or hold data another tool wrote,
+            // are listed without an entry rather than failing the page.
+            let entries = self.read_each(ns, &keys).await?;
+            page.entries = entries
+                .into_iter()
+                .filter_map(|r| r.ok().flatten())
+                .collect();
         }
         page.keys = keys;
         Ok(page)

@@ -1,0 +1,221 @@
+//! Measures the Redis CPU cost of storage format 1 against plain GET/SET.
+//!
+//! Starts a private redis-server, runs each operation N times through the real
+//! `RedisStore` (the same code the service runs, minus gRPC), and reads
+//! `INFO commandstats` around each phase. Prints, per operation, the Redis
+//! commands executed and the total Redis CPU time (usec) per operation, next
+//! to plain `GET`/`SET` of the same 64-byte value. Used for the table in
+//! docs/design/storage-format.md:
+//!
+//!     cargo run --release --example layout_cost -- 20000
+
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use state_service::{
+    pb::{self, value::Kind},
+    store::{Condition, OpKind, RedisStore, Store, WriteOp, redis::ConnSettings},
+    tenancy::{Namespace, TenantId},
+};
+
+type Stats = BTreeMap<String, (u64, f64)>;
+
+async fn stats(c: &mut redis::aio::MultiplexedConnection) -> Stats {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(c)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| rest.split(',').find_map(|f| f.strip_prefix(k));
+            Some((
+                name.to_string(),
+                (
+                    field("calls=")?.parse().ok()?,
+                    field("usec=")?.parse().ok()?,
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Commands sent by the client. The time of commands run inside a script or
+/// a MULTI/EXEC is already included in EVALSHA's or EXEC's own time, so only
+/// these are summed; the nested ones are listed for the command count.
+const TOP_LEVEL: &[&str] = &[
+    "evalsha", "eval", "multi", "exec", "get", "set", "del", "pexpire", "scan",
+];
+
+fn diff(before: &Stats, after: &Stats, n: u64) -> (String, f64) {
+    let mut cmds = Vec::new();
+    let mut usec = 0.0;
+    for (name, (calls, us)) in after {
+        if name == "info" {
+            continue;
+        }
+        let (c0, u0) = before.get(name).copied().unwrap_or((0, 0.0));
+        if calls > &c0 {
+            let per_op = (calls - c0) as f64 / n as f64;
+            cmds.push(format!("{name}×{}", (per_op * 100.0).round() / 100.0));
+            if TOP_LEVEL.contains(&name.as_str()) {
+                usec += us - u0;
+            }
+        }
+    }
+    (cmds.join(" "), usec / n as f64)
+}
+
+#[tokio::main]
+async fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis_server = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut raw = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let settings = ConnSettings {
+        pool_size: 1,
+        connect_timeout: Duration::from_secs(2),
+        pool_wait_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let store = RedisStore::new(&url, &settings, Duration::from_secs(5)).unwrap();
+    store.ping().await.unwrap();
+    let ns = Namespace::new("state", TenantId::parse("bench").unwrap());
+    let value = pb::Value {
+        kind: Some(Kind::BytesValue(vec![b'x'; 64])),
+    };
+    let put = |key: String, condition| WriteOp {
+        key,
+        kind: OpKind::Put {
+            value: value.clone(),
+            ttl: None,
+            keep_ttl: false,
+        },
+        condition,
+    };
+    // Warm up (script load).
+    store
+        .transact(&ns, vec![put("warm".into(), Condition::None)])
+        .await
+        .unwrap();
+
+    let mut rows = Vec::new();
+    macro_rules! phase {
+        ($name:expr, |$i:ident| $body:expr) => {{
+            let before = stats(&mut raw).await;
+            for $i in 0..n {
+                let _ = $body;
+            }
+            let after = stats(&mut raw).await;
+            let (cmds, usec) = diff(&before, &after, n);
+            rows.push(($name, cmds, usec));
+        }};
+    }
+    let blob = vec![b'x'; 64];
+    let mut c = raw.clone();
+    phase!("plain SET (baseline)", |i| redis::cmd("SET")
+        .arg(format!("plain:{i}"))
+        .arg(&blob)
+        .query_async::<()>(&mut c)
+        .await);
+    phase!("plain GET (baseline)", |i| redis::cmd("GET")
+        .arg(format!("plain:{i}"))
+        .query_async::<Option<Vec<u8>>>(&mut c)
+        .await);
+    phase!("Put", |i| store
+        .transact(&ns, vec![put(format!("k{i}"), Condition::None)])
+        .await);
+    phase!("Put if_version (CAS)", |i| store
+        .transact(&ns, vec![put(format!("k{i}"), Condition::IfVersion(1))])
+        .await);
+    phase!("PutWithTtl", |i| store
+        .transact(
+            &ns,
+            vec![WriteOp {
+                key: format!("t{i}"),
+                kind: OpKind::Put {
+                    value: value.clone(),
+                    ttl: Some(Duration::from_secs(600)),
+                    keep_ttl: false
+                },
+                condition: Condition::None
+            }]
+        )
+        .await);
+    phase!("Get", |i| store.get(&ns, &format!("k{i}"), None).await);
+    phase!("Get refresh_ttl", |i| store
+        .get(&ns, &format!("t{i}"), Some(Duration::from_secs(600)))
+        .await);
+    phase!("Increment", |i| store
+        .transact(
+            &ns,
+            vec![WriteOp {
+                key: format!("n{}", i % 100),
+                kind: OpKind::Increment {
+                    delta: 1,
+                    ttl: None
+                },
+                condition: Condition::None
+            }]
+        )
+        .await);
+    phase!("Delete", |i| store
+        .batch_delete(&ns, &[format!("k{i}")])
+        .await);
+    phase!("Transact (2 puts)", |i| store
+        .transact(
+            &ns,
+            vec![
+                put(format!("a{i}"), Condition::None),
+                put(format!("b{i}"), Condition::None)
+            ]
+        )
+        .await);
+
+    println!("Redis CPU per operation (INFO commandstats, {n} ops each, 64-byte value;");
+    println!("usec counts only top-level commands, which include their nested ones):\n");
+    println!("| operation | Redis commands per op | usec per op | × plain |");
+    println!("|---|---|---|---|");
+    let base_set = rows[0].2;
+    let base_get = rows[1].2;
+    for (name, cmds, usec) in &rows {
+        let base = if name.contains("Get") || name.contains("GET") {
+            base_get
+        } else {
+            base_set
+        };
+        println!("| {name} | {cmds} | {usec:.2} | {:.1} |", usec / base);
+    }
+    let _ = redis_server.kill();
+    let _ = redis_server.wait();
+}
