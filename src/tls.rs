@@ -48,7 +48,6 @@ pub fn install_crypto_provider() {
 }
 
 /// The server's TLS configuration and the files it comes from.
-#[derive(Debug)]
 pub struct ServerTls {
     cert: PathBuf,
     key: PathBuf,
@@ -56,6 +55,17 @@ pub struct ServerTls {
     current: RwLock<Arc<ServerConfig>>,
     /// Digest of the file contents last tried (good or bad).
     seen: Mutex<[u8; 32]>,
+}
+
+// Hand-written: only the paths, never anything derived from the key.
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("client_ca", &self.client_ca)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerTls {
