@@ -191,7 +191,11 @@ impl Connections {
                 });
             }
         }
-        self.reconnect(start).await
+        // Boxed: the cold reconnect path (pool create + handshake) is large,
+        // and inlined it made every request's future ~15 KB to allocate and
+        // copy; boxed it costs nothing until it runs (callgrind: −18 %
+        // instructions per unary RPC, docs/benchmarks.md).
+        Box::pin(self.reconnect(start)).await
     }
 
     /// Reports that a command on `conn` failed in a way that means the
