@@ -106,8 +106,7 @@ async fn main() {
         pool_size: 1,
         connect_timeout: Duration::from_secs(2),
         pool_wait_timeout: Duration::from_secs(2),
-        username: None,
-        password: None,
+        ..Default::default()
     };
     let store = RedisStore::new(&url, &settings, Duration::from_secs(5)).unwrap();
     store.ping().await.unwrap();

@@ -1,8 +1,9 @@
 //! The crate's one error type and its single mapping to `tonic::Status`.
 //!
 //! Codes are chosen by what the client should do next: fix the request
-//! (INVALID_ARGUMENT, FAILED_PRECONDITION), re-read and retry (ABORTED), or
-//! retry later with backoff (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
+//! (INVALID_ARGUMENT, FAILED_PRECONDITION), re-read and retry (ABORTED), retry
+//! later with backoff (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED), or
+//! fix its credentials (UNAUTHENTICATED, PERMISSION_DENIED).
 //! Messages never contain values, credentials or other tenants' names.
 
 use std::{fmt, time::Duration};
@@ -29,7 +30,20 @@ pub enum Error {
     #[error("redis at {addr} is unavailable: {cause}")]
     Unavailable { addr: String, cause: String },
 
-    /// The backend is out of memory or the server is shedding load.
+    /// The request carries no credentials, or credentials the service does not
+    /// know (unknown or revoked token, certificate naming no tenant). The
+    /// message never says which token was tried.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// The caller is authenticated but may not do this: its token lacks the
+    /// scope the RPC needs, or it named another tenant in `x-tenant-id`.
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// The backend is out of memory, the server is shedding load, or the
+    /// tenant is over its rate limit. `retry_after`, when known, becomes a
+    /// google.rpc.RetryInfo detail.
     #[error("{message}")]
     ResourceExhausted {
         message: String,
@@ -178,6 +192,8 @@ impl From<Error> for Status {
                 Status::with_error_details(failure.reason.code(), failure.to_string(), details)
             }
             err @ Error::Unavailable { .. } => Status::unavailable(err.to_string()),
+            Error::Unauthenticated(msg) => Status::unauthenticated(msg),
+            Error::PermissionDenied(msg) => Status::permission_denied(msg),
             Error::ResourceExhausted {
                 message,
                 retry_after,

@@ -1,20 +1,24 @@
 //! state-service: a gRPC key/value state service for stream-processing
 //! workers, fronting Redis (or an embedded in-memory store).
 //!
-//! The request path: `api` (gRPC surface, validation) → `tenancy` (who calls,
-//! which namespace) → `store` (the storage trait; `redis` and `memory`
-//! backends). Cross-cutting: `config`, `error`, `telemetry`, `shutdown`.
+//! The request path: `tls` (transport) → `api` (gRPC surface, admission gate,
+//! validation) → `tenancy` (who calls, with which scopes, which namespace) →
+//! `store` (the storage trait; `redis` and `memory` backends). Cross-cutting:
+//! `config`, `error`, `reload`, `telemetry`, `shutdown`.
 
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod hash_token_cmd;
 pub mod health_cmd;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;
+pub mod tls;
 
 /// Generated protobuf and gRPC types for `stateservice.v1`.
 pub mod pb {

@@ -22,6 +22,7 @@ pub const REDIS_ERRORS_TOTAL: &str = "state_redis_errors_total";
 pub const REDIS_POOL_CONNECTIONS: &str = "state_redis_pool_connections";
 pub const BACKEND_UP: &str = "state_backend_up";
 pub const BUILD_INFO: &str = "state_build_info";
+pub const CONFIG_RELOADS_TOTAL: &str = "state_config_reloads_total";
 
 /// Latency buckets in seconds: dense below 10 ms, where a healthy service lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -59,6 +60,10 @@ pub fn install(addr: SocketAddr, tenant_labels: bool) -> Result<(), String> {
     );
     metrics::describe_gauge!(BACKEND_UP, "1 when the backend answers its health PING");
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labels carry the version");
+    metrics::describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "Reloads of the tenants file and TLS files by file and result (ok, error)"
+    );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(())
 }
@@ -140,6 +145,13 @@ fn log_status(method: &str, status: &tonic::Status) {
 /// Counts a failed Redis call by kind (connection, timeout, oom, busy, other).
 pub fn redis_error(kind: &'static str) {
     counter!(REDIS_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// Counts a reload of a configuration file (`tenants`, `tls`). Alert on
+/// `result="error"`: the service still runs on the previous version.
+pub fn config_reload(file: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    counter!(CONFIG_RELOADS_TOTAL, "file" => file, "result" => result).increment(1);
 }
 
 pub fn backend_up(up: bool) {

@@ -1,24 +1,28 @@
 //! Assembles and runs the gRPC server: the state API over the configured
-//! backend, grpc.health.v1 driven by a background backend check, reflection
-//! (v1 and v1alpha) for our public services, and graceful shutdown.
+//! backend behind its admission gate (credentials, scopes, rate and
+//! concurrency limits), grpc.health.v1 driven by a background backend check,
+//! reflection (v1 and v1alpha) for our public services, optional TLS, the
+//! configuration reloader, and graceful shutdown.
 //!
 //! `run(listener, config, shutdown)` is the seam tests use: they bind
 //! `127.0.0.1:0` themselves and pass their own shutdown future.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use futures::FutureExt;
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
-    api::{Limits, StateApi},
+    api::{Gate, Limits, PageTokens, StateApi},
     config::Config,
     pb::{self, state_service_server::StateServiceServer},
+    reload::Reloadable,
     store::{MemoryStore, RedisStore, Store, redis::ConnSettings},
-    tenancy::{TenantId, TenantResolver},
+    tenancy::{TenantId, TenantResolver, TenantsFile},
+    tls::{self, ServerTls},
 };
 
 /// Name under which the state API reports health (besides the server-wide "").
@@ -33,6 +37,12 @@ pub const LIVENESS_NAME: &str = "liveness";
 /// Headroom above the largest value for the rest of a request message.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
+/// HTTP/2 header list headroom above --max-metadata-bytes for what the gate
+/// does not see (pseudo-headers such as `:path`). Metadata between the limit
+/// and the limit plus this headroom gets a clear INVALID_ARGUMENT from the
+/// gate; beyond it h2 refuses the header block before decoding it further.
+pub const HEADER_LIST_HEADROOM: usize = 4 * 1024;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs the server on `listener` until `shutdown` completes, then drains
@@ -43,6 +53,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     config.validate()?;
+    tls::install_crypto_provider();
+    let security = Security::load(&config)?;
     if let Some(addr) = config.metrics_listen {
         crate::metrics::install(addr, config.metrics_tenant_labels)?;
         info!(%addr, "metrics exporter listening");
@@ -55,27 +67,135 @@ pub async fn run(
                 pool_wait_timeout: config.redis_pool_wait_timeout,
                 username: config.redis_username.clone(),
                 password: config.redis_password()?,
+                tls_ca_pem: config
+                    .redis_ca_file
+                    .as_deref()
+                    .map(|p| read_file("--redis-ca-file", p))
+                    .transpose()?,
+                tls_client_pem: match (&config.redis_client_cert, &config.redis_client_key) {
+                    (Some(cert), Some(key)) => Some((
+                        read_file("--redis-client-cert", cert)?,
+                        read_file("--redis-client-key", key)?,
+                    )),
+                    _ => None,
+                },
             };
             let store = RedisStore::new(url, &settings, config.redis_command_timeout)?;
-            serve(listener, config, Arc::new(store), shutdown).await
+            serve(listener, config, security, Arc::new(store), shutdown).await
         }
         None => {
             warn!(
                 "no --redis-url given: using the embedded in-memory backend; state is neither \
                  shared between instances nor durable across restarts"
             );
-            serve(listener, config, Arc::new(MemoryStore::new()), shutdown).await
+            serve(
+                listener,
+                config,
+                security,
+                Arc::new(MemoryStore::new()),
+                shutdown,
+            )
+            .await
         }
     }
+}
+
+fn read_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
+}
+
+/// The loaded security configuration: who may call, and over what transport.
+struct Security {
+    tenants: Option<Arc<TenantsFile>>,
+    tls: Option<Arc<ServerTls>>,
+    page_tokens: PageTokens,
+}
+
+impl Security {
+    /// Loads every file at startup; a problem here refuses to start (there is
+    /// no previous configuration to fall back on).
+    fn load(config: &Config) -> Result<Self, String> {
+        let tenants = config
+            .tenants_file
+            .as_deref()
+            .map(TenantsFile::load)
+            .transpose()?
+            .map(Arc::new);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::load(
+                cert,
+                key,
+                config.tls_client_ca.as_deref(),
+            )?)),
+            _ => None,
+        };
+        let page_tokens = match config.page_token_secret()? {
+            Some(secret) => PageTokens::signed(&secret),
+            None => PageTokens::unsigned(),
+        };
+        Ok(Self {
+            tenants,
+            tls,
+            page_tokens,
+        })
+    }
+
+    fn resolver(&self, config: &Config) -> Result<TenantResolver, String> {
+        let certificates = self.tls.as_ref().is_some_and(|t| t.verifies_clients());
+        if self.tenants.is_some() || certificates {
+            Ok(TenantResolver::authenticated(
+                self.tenants.clone(),
+                certificates,
+            ))
+        } else {
+            Ok(TenantResolver::new(TenantId::parse(
+                &config.default_tenant,
+            )?))
+        }
+    }
+
+    fn reloadables(&self) -> Vec<Arc<dyn Reloadable>> {
+        let mut items: Vec<Arc<dyn Reloadable>> = Vec::new();
+        if let Some(t) = &self.tenants {
+            items.push(t.clone());
+        }
+        if let Some(t) = &self.tls {
+            items.push(t.clone());
+        }
+        items
+    }
+}
+
+/// Whether to warn that anyone reaching `addr` can act as any tenant.
+pub fn unauthenticated_exposure(addr: SocketAddr, auth_configured: bool) -> bool {
+    !auth_configured && !addr.ip().is_loopback()
 }
 
 async fn serve<S: Store>(
     listener: TcpListener,
     config: Config,
+    security: Security,
     store: Arc<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
+    let resolver = security.resolver(&config)?;
+    if unauthenticated_exposure(addr, resolver.requires_credentials()) {
+        error!(
+            %addr,
+            "NO AUTHENTICATION: listening on a non-loopback address without --tenants-file or \
+             --tls-client-ca; any client that reaches this port can read and write every \
+             tenant's data by setting x-tenant-id. Configure credentials (docs/security.md) \
+             unless a trusted mesh authenticates callers in front of this service."
+        );
+    }
+    if security.tls.is_none() && !addr.ip().is_loopback() {
+        warn!(
+            %addr,
+            "serving plaintext HTTP/2 on a non-loopback address: tokens and values cross the \
+             network unencrypted unless a mesh adds TLS (--tls-cert / --tls-key)"
+        );
+    }
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // Not serving until the backend has answered once; alive right away.
     set_status(&reporter, ServingStatus::NotServing).await;
@@ -84,6 +204,14 @@ async fn serve<S: Store>(
         .await;
 
     let (stopping_tx, stopping_rx) = watch::channel(false);
+    // Installed before the server accepts anything (see reload::spawn), and
+    // even with nothing to reload: a SIGHUP must never take the default
+    // action, which terminates the process.
+    let reload_task = crate::reload::spawn(
+        security.reloadables(),
+        config.reload_interval,
+        stopping_rx.clone(),
+    )?;
     let health_task = tokio::spawn(health_loop(
         store.clone(),
         reporter.clone(),
@@ -102,12 +230,16 @@ async fn serve<S: Store>(
         .include_reflection_service(false)
         .build_v1alpha()?;
 
-    let default_tenant = TenantId::parse(&config.default_tenant)?;
     let api = StateApi::new(
         store.clone(),
-        TenantResolver::new(default_tenant),
+        Gate::new(
+            resolver,
+            config.max_concurrent_requests,
+            config.max_metadata_bytes,
+        ),
         config.key_prefix.clone(),
         Limits::from_config(&config),
+        security.page_tokens.clone(),
     );
     let max_message =
         config.max_value_bytes.saturating_add(config.max_key_bytes) + MESSAGE_OVERHEAD;
@@ -115,7 +247,13 @@ async fn serve<S: Store>(
         .max_decoding_message_size(max_message.max(4 * 1024 * 1024))
         .max_encoding_message_size(usize::MAX);
 
-    info!(%addr, backend = %store.describe(), "state-service listening");
+    info!(
+        %addr,
+        backend = %store.describe(),
+        tls = security.tls.is_some(),
+        auth = if security.tenants.is_some() { "tokens" } else if api_needs_certs(&security) { "certificates" } else { "x-tenant-id header (unauthenticated)" },
+        "state-service listening"
+    );
 
     // On the shutdown signal: report NOT_SERVING first (so load balancers stop
     // routing), then let tonic stop accepting and drain.
@@ -132,15 +270,32 @@ async fn serve<S: Store>(
         let _ = drain_tx.send(());
     };
 
-    let server = Server::builder()
-        .tcp_nodelay(true)
+    let header_list_limit = config
+        .max_metadata_bytes
+        .saturating_add(HEADER_LIST_HEADROOM)
+        .try_into()
+        .unwrap_or(u32::MAX);
+    let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_max_header_list_size(header_list_limit)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(state_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .add_service(state_service);
+    // tonic ignores its own TCP options with a custom incoming stream, so
+    // both paths set TCP_NODELAY themselves.
+    let server = match &security.tls {
+        Some(tls) => router
+            .serve_with_incoming_shutdown(tls::incoming(listener, tls.clone()), signal)
+            .boxed(),
+        None => router
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                signal,
+            )
+            .boxed(),
+    };
     tokio::pin!(server);
 
     let drain_timeout = config.drain_timeout;
@@ -159,8 +314,13 @@ async fn serve<S: Store>(
         }
     };
     health_task.abort();
+    reload_task.abort();
     info!("state-service stopped");
     result
+}
+
+fn api_needs_certs(security: &Security) -> bool {
+    security.tls.as_ref().is_some_and(|t| t.verifies_clients())
 }
 
 async fn set_status(reporter: &HealthReporter, status: ServingStatus) {
@@ -203,5 +363,21 @@ async fn health_loop<S: Store>(
             set_status(&reporter, status).await;
             serving = Some(up);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unauthenticated_non_loopback_listeners_are_warned_about() {
+        let any: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let lo: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:50051".parse().unwrap();
+        assert!(unauthenticated_exposure(any, false));
+        assert!(!unauthenticated_exposure(any, true));
+        assert!(!unauthenticated_exposure(lo, false));
+        assert!(!unauthenticated_exposure(lo6, false));
     }
 }

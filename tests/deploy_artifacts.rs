@@ -25,9 +25,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_state-service");
 const ALL_FEATURES: &str = "helm/state-service/ci/all-features-values.yaml";
 
 /// Flags the binary accepts but hides from `--help`, with their variables.
-/// `--tenants-file` is reserved for authentication; the chart already mounts
-/// the file.
-const HIDDEN_FLAGS: &[(&str, &str)] = &[("STATE_TENANTS_FILE", "--tenants-file")];
+/// None at present (`--tenants-file` became a documented flag with
+/// authentication); the list stays for the next reserved flag.
+const HIDDEN_FLAGS: &[(&str, &str)] = &[];
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

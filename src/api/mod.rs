@@ -1,9 +1,11 @@
 //! The gRPC surface: `stateservice.v1.StateService`.
 //!
-//! Handlers are thin: resolve the tenant, validate and convert the request,
-//! call the store under the request's deadline, convert the answer. All
+//! Handlers are thin: the `gate` admits the caller (identity, scope, rate and
+//! concurrency limits), then each handler validates and converts the request,
+//! calls the store under the request's deadline and converts the answer. All
 //! storage semantics live in `store`; all status mapping in `error`.
 
+pub mod gate;
 pub mod page_token;
 pub mod validate;
 
@@ -16,41 +18,45 @@ use crate::{
     metrics::RequestObserver,
     pb::{self, state_service_server::StateService},
     store::{self, OpKind, OpResult, Store, WriteOp},
-    tenancy::{Namespace, TenantResolver},
+    tenancy::{Namespace, Scope},
 };
 
+pub use gate::{Caller, Gate};
+pub use page_token::PageTokens;
 pub use validate::Limits;
 
 /// The StateService implementation over any store.
 pub struct StateApi<S> {
     store: Arc<S>,
-    resolver: TenantResolver,
+    gate: Gate,
     key_prefix: String,
     limits: Limits,
+    page_tokens: PageTokens,
 }
 
 impl<S: Store> StateApi<S> {
     pub fn new(
         store: Arc<S>,
-        resolver: TenantResolver,
+        gate: Gate,
         key_prefix: String,
         limits: Limits,
+        page_tokens: PageTokens,
     ) -> Self {
         Self {
             store,
-            resolver,
+            gate,
             key_prefix,
             limits,
+            page_tokens,
         }
     }
 
-    /// The caller's namespace and deadline.
-    fn context<T>(&self, req: &Request<T>) -> Result<(Namespace, Option<Duration>)> {
-        let tenant = self.resolver.resolve(req.metadata())?;
-        Ok((
-            Namespace::new(&self.key_prefix, tenant),
+    /// The admitted caller's namespace and the request's deadline.
+    fn context<T>(&self, caller: &Caller, req: &Request<T>) -> (Namespace, Option<Duration>) {
+        (
+            Namespace::new(&self.key_prefix, caller.identity.tenant.clone()),
             validate::grpc_timeout(req.metadata()),
-        ))
+        )
     }
 }
 
@@ -194,21 +200,27 @@ fn unexpected_result() -> Status {
 impl<S: Store> StateApi<S> {
     async fn do_get(
         &self,
+        caller: Caller,
         req: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let req = req.into_inner();
         self.limits.key(&req.key)?;
         let refresh = validate::optional_ttl(req.refresh_ttl, "refresh_ttl")?;
+        if refresh.is_some() {
+            // Refreshing extends the key's life: a write, not a read.
+            caller.require(Scope::Write)?;
+        }
         let entry = within(deadline, self.store.get(&ns, &req.key, refresh)).await?;
         Ok(Response::new(get_response(entry)))
     }
 
     async fn do_put(
         &self,
+        caller: Caller,
         req: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         let op = self.put_op(r.key, r.value, None, r.keep_ttl, r.condition)?;
         match self.write_one(&ns, deadline, op).await? {
@@ -219,9 +231,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_put_with_ttl(
         &self,
+        caller: Caller,
         req: Request<pb::PutWithTtlRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         let ttl = validate::ttl(r.ttl, "ttl")?;
         let op = self.put_op(r.key, r.value, Some(ttl), false, r.condition)?;
@@ -233,9 +246,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_delete(
         &self,
+        caller: Caller,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let op = self.delete_op(req.into_inner())?;
         if op.condition == store::Condition::None {
             // An unconditional delete is a plain DEL: no script needed.
@@ -257,16 +271,20 @@ impl<S: Store> StateApi<S> {
 
     async fn do_list(
         &self,
+        caller: Caller,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         self.limits.prefix(&r.prefix)?;
         let limit = self.limits.page_size(r.page_size)?;
         let cursor = if r.page_token.is_empty() {
             None
         } else {
-            Some(page_token::decode(ns.tenant(), &r.prefix, &r.page_token)?)
+            Some(
+                self.page_tokens
+                    .decode(ns.tenant(), &r.prefix, &r.page_token)?,
+            )
         };
         let page = within(
             deadline,
@@ -279,16 +297,17 @@ impl<S: Store> StateApi<S> {
             entries: page.entries.into_iter().map(to_pb_entry).collect(),
             next_page_token: page
                 .cursor
-                .map(|c| page_token::encode(ns.tenant(), &r.prefix, &c))
+                .map(|c| self.page_tokens.encode(ns.tenant(), &r.prefix, &c))
                 .unwrap_or_default(),
         }))
     }
 
     async fn do_expire(
         &self,
+        caller: Caller,
         req: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         self.limits.key(&r.key)?;
         let ttl = validate::ttl(r.ttl, "ttl")?;
@@ -298,9 +317,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_persist(
         &self,
+        caller: Caller,
         req: Request<pb::PersistRequest>,
     ) -> Result<Response<pb::PersistResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         self.limits.key(&r.key)?;
         let existed = within(deadline, self.store.persist(&ns, &r.key)).await?;
@@ -309,9 +329,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_increment(
         &self,
+        caller: Caller,
         req: Request<pb::IncrementRequest>,
     ) -> Result<Response<pb::IncrementResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let op = self.increment_op(req.into_inner())?;
         match self.write_one(&ns, deadline, op).await? {
             OpResult::Increment { value, version } => {
@@ -323,9 +344,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_batch_get(
         &self,
+        caller: Caller,
         req: Request<pb::BatchGetRequest>,
     ) -> Result<Response<pb::BatchGetResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         self.limits.batch(r.keys.len(), "keys")?;
         for k in &r.keys {
@@ -339,9 +361,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_batch_put(
         &self,
+        caller: Caller,
         req: Request<pb::BatchPutRequest>,
     ) -> Result<Response<pb::BatchPutResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         self.limits.batch(r.items.len(), "items")?;
         let ops = r
@@ -373,9 +396,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_batch_delete(
         &self,
+        caller: Caller,
         req: Request<pb::BatchDeleteRequest>,
     ) -> Result<Response<pb::BatchDeleteResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         self.limits.batch(r.keys.len(), "keys")?;
         for k in &r.keys {
@@ -392,9 +416,10 @@ impl<S: Store> StateApi<S> {
 
     async fn do_transact(
         &self,
+        caller: Caller,
         req: Request<pb::TransactRequest>,
     ) -> Result<Response<pb::TransactResponse>, Status> {
-        let (ns, deadline) = self.context(&req)?;
+        let (ns, deadline) = self.context(&caller, &req);
         let r = req.into_inner();
         self.limits.transaction(r.ops.len())?;
         let ops = r
@@ -434,35 +459,41 @@ impl<S: Store> StateApi<S> {
     }
 }
 
-/// Implements the gRPC trait: every method runs its `do_` handler inside a
-/// `RequestObserver` (count by code, latency, in-flight, log level by code).
+/// Implements the gRPC trait: every method is admitted by the gate with the
+/// scope its row names (the one place RPCs map to scopes), then runs its `do_`
+/// handler inside a `RequestObserver` (count by code, latency, in-flight, log
+/// level by code).
 macro_rules! observed_service {
-    ($($name:ident / $inner:ident : $method:literal, $req:ty => $resp:ty;)*) => {
+    ($($name:ident / $inner:ident : $method:literal, $scope:ident, $req:ty => $resp:ty;)*) => {
         #[tonic::async_trait]
         impl<S: Store> StateService for StateApi<S> {
             $(async fn $name(&self, req: Request<$req>) -> Result<Response<$resp>, Status> {
-                // The tenant is resolved here only when it becomes a label.
-                let tenant = crate::metrics::tenant_labels()
-                    .then(|| self.resolver.resolve(req.metadata()).ok())
-                    .flatten();
-                let observer = RequestObserver::start($method, tenant.as_ref().map(|t| t.as_str()));
-                observer.finish(self.$inner(req).await)
+                let admitted = self.gate.admit(&req, Scope::$scope);
+                // The tenant label is the authenticated one, so a caller
+                // cannot inflate another tenant's series.
+                let tenant = admitted.as_ref().ok().map(|c| c.identity.tenant.as_str());
+                let observer = RequestObserver::start($method, tenant);
+                let result = match admitted {
+                    Ok(caller) => self.$inner(caller, req).await,
+                    Err(e) => Err(e.into()),
+                };
+                observer.finish(result)
             })*
         }
     };
 }
 
 observed_service! {
-    get / do_get: "Get", pb::GetRequest => pb::GetResponse;
-    put / do_put: "Put", pb::PutRequest => pb::PutResponse;
-    put_with_ttl / do_put_with_ttl: "PutWithTtl", pb::PutWithTtlRequest => pb::PutResponse;
-    delete / do_delete: "Delete", pb::DeleteRequest => pb::DeleteResponse;
-    list / do_list: "List", pb::ListRequest => pb::ListResponse;
-    expire / do_expire: "Expire", pb::ExpireRequest => pb::ExpireResponse;
-    persist / do_persist: "Persist", pb::PersistRequest => pb::PersistResponse;
-    increment / do_increment: "Increment", pb::IncrementRequest => pb::IncrementResponse;
-    batch_get / do_batch_get: "BatchGet", pb::BatchGetRequest => pb::BatchGetResponse;
-    batch_put / do_batch_put: "BatchPut", pb::BatchPutRequest => pb::BatchPutResponse;
-    batch_delete / do_batch_delete: "BatchDelete", pb::BatchDeleteRequest => pb::BatchDeleteResponse;
-    transact / do_transact: "Transact", pb::TransactRequest => pb::TransactResponse;
+    get / do_get: "Get", Read, pb::GetRequest => pb::GetResponse;
+    put / do_put: "Put", Write, pb::PutRequest => pb::PutResponse;
+    put_with_ttl / do_put_with_ttl: "PutWithTtl", Write, pb::PutWithTtlRequest => pb::PutResponse;
+    delete / do_delete: "Delete", Write, pb::DeleteRequest => pb::DeleteResponse;
+    list / do_list: "List", Read, pb::ListRequest => pb::ListResponse;
+    expire / do_expire: "Expire", Write, pb::ExpireRequest => pb::ExpireResponse;
+    persist / do_persist: "Persist", Write, pb::PersistRequest => pb::PersistResponse;
+    increment / do_increment: "Increment", Write, pb::IncrementRequest => pb::IncrementResponse;
+    batch_get / do_batch_get: "BatchGet", Read, pb::BatchGetRequest => pb::BatchGetResponse;
+    batch_put / do_batch_put: "BatchPut", Write, pb::BatchPutRequest => pb::BatchPutResponse;
+    batch_delete / do_batch_delete: "BatchDelete", Write, pb::BatchDeleteRequest => pb::BatchDeleteResponse;
+    transact / do_transact: "Transact", Write, pb::TransactRequest => pb::TransactResponse;
 }

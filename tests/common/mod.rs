@@ -3,6 +3,8 @@
 //! a connected gRPC client. Everything is stopped when the guards drop.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
     path::PathBuf,
@@ -188,11 +190,21 @@ pub enum Backend {
     Redis,
 }
 
+/// How a test client reaches a TLS server: the CA to trust and, for mTLS, a
+/// client certificate.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca_pem: String,
+    pub identity: Option<pki::CertKey>,
+}
+
 /// A running service and a client connected to it.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: StateServiceClient<Channel>,
     pub redis: Option<TestRedis>,
+    /// Set when the server speaks TLS.
+    pub tls: Option<ClientTls>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<Result<(), server::BoxError>>>,
 }
@@ -217,6 +229,30 @@ impl TestServer {
         redis: Option<TestRedis>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::start_full(redis_url, redis, None, tweak).await
+    }
+
+    /// Starts a server on `backend` that the harness reaches over TLS.
+    pub async fn start_tls(
+        backend: Backend,
+        tls: ClientTls,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => Some(TestRedis::get()),
+        };
+        let url = redis.as_ref().map(|r| r.url());
+        Self::start_full(url, redis, Some(tls), tweak).await
+    }
+
+    /// The general form: `tls` says how the harness's own client connects.
+    pub async fn start_full(
+        redis_url: Option<String>,
+        redis: Option<TestRedis>,
+        tls: Option<ClientTls>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::for_tests(addr, redis_url);
@@ -226,11 +262,12 @@ impl TestServer {
         let handle = tokio::spawn(server::run(listener, config, async move {
             let _ = rx.await;
         }));
-        let client = connect(addr).await;
+        let client = StateServiceClient::new(channel(addr, tls.as_ref()).await);
         let server = TestServer {
             addr,
             client,
             redis,
+            tls,
             shutdown: Some(tx),
             handle: Some(handle),
         };
@@ -240,12 +277,24 @@ impl TestServer {
 
     /// Waits until grpc.health.v1 says SERVING.
     pub async fn wait_serving(&self, timeout: Duration) {
-        wait_health(
-            self.addr,
-            tonic_health::pb::health_check_response::ServingStatus::Serving,
-            timeout,
-        )
-        .await;
+        let want = tonic_health::pb::health_check_response::ServingStatus::Serving;
+        let start = Instant::now();
+        loop {
+            let got = health_status_with(self.addr, self.tls.as_ref()).await;
+            if got == Some(want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "health did not become {want:?} within {timeout:?} (last: {got:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A new client on its own connection, with `tls` (None: plaintext).
+    pub async fn client_with(&self, tls: Option<&ClientTls>) -> StateServiceClient<Channel> {
+        StateServiceClient::new(channel(self.addr, tls).await)
     }
 
     /// Stops the server and waits for it to finish.
@@ -279,14 +328,48 @@ pub async fn connect(addr: SocketAddr) -> StateServiceClient<Channel> {
     StateServiceClient::new(channel)
 }
 
+/// The endpoint of a test server, over TLS (to `localhost`) when `tls` is set.
+pub fn endpoint(addr: SocketAddr, tls: Option<&ClientTls>) -> tonic::transport::Endpoint {
+    match tls {
+        None => tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        Some(t) => {
+            let mut cfg = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&t.ca_pem))
+                .domain_name("localhost");
+            if let Some(id) = &t.identity {
+                cfg = cfg.identity(tonic::transport::Identity::from_pem(
+                    &id.cert_pem,
+                    &id.key_pem,
+                ));
+            }
+            tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                .unwrap()
+                .tls_config(cfg)
+                .unwrap()
+        }
+    }
+    .connect_timeout(Duration::from_secs(5))
+}
+
+/// A connected channel; panics if the connection (or TLS handshake) fails.
+pub async fn channel(addr: SocketAddr, tls: Option<&ClientTls>) -> Channel {
+    endpoint(addr, tls)
+        .connect()
+        .await
+        .expect("connect to test server")
+}
+
 pub async fn health_status(
     addr: SocketAddr,
 ) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect()
-        .await
-        .ok()?;
+    health_status_with(addr, None).await
+}
+
+pub async fn health_status_with(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+) -> Option<tonic_health::pb::health_check_response::ServingStatus> {
+    let channel = endpoint(addr, tls).connect().await.ok()?;
     let resp = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -313,6 +396,22 @@ pub async fn wait_health(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Attaches `authorization: Bearer <token>` to a request.
+pub fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+/// Writes a tenants file line by line into `path` atomically (write, then
+/// rename), as an operator or a Secret update would.
+pub fn write_atomically(path: &std::path::Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Attaches `x-tenant-id` to a request.
@@ -361,4 +460,30 @@ pub fn venv_tool(name: &str) -> PathBuf {
     } else {
         PathBuf::from(name)
     }
+}
+
+/// One tenant of a generated tenants file.
+pub struct TenantDef<'a> {
+    pub id: &'a str,
+    /// (token, scopes): the file stores only the token's hash.
+    pub tokens: &'a [(&'a str, &'a [&'a str])],
+    /// Extra TOML lines for the tenant (rate limit, certificate scopes).
+    pub extra: &'a str,
+}
+
+/// A tenants file (TOML) for `tenants`.
+pub fn tenants_toml(tenants: &[TenantDef<'_>]) -> String {
+    let mut out = String::new();
+    for t in tenants {
+        out.push_str(&format!("[[tenants]]\nid = \"{}\"\n{}\n", t.id, t.extra));
+        for (token, scopes) in t.tokens {
+            let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{s}\"")).collect();
+            out.push_str(&format!(
+                "[[tenants.tokens]]\nsha256 = \"{}\"\nscopes = [{}]\n",
+                state_service::tenancy::hash_token(token),
+                scopes.join(", ")
+            ));
+        }
+    }
+    out
 }

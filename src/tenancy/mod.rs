@@ -1,0 +1,492 @@
+//! Who is calling and which part of the keyspace they own.
+//!
+//! A request's identity comes from its credentials when the server has any
+//! configured (a bearer token from the tenants file, or a client certificate
+//! verified against `--tls-client-ca`), and from the `x-tenant-id` header only
+//! when it has none (trusted development and meshes). Every storage key is
+//! `<key-prefix>:<tenant>:<key>`; since tenant ids cannot contain `:`, one
+//! tenant's namespace is never a prefix of another's. This module must never
+//! let client text shape anything outside that namespace: List prefixes are
+//! escaped before they become SCAN patterns, and a header can narrow but never
+//! change the tenant that credentials establish.
+
+pub mod cert;
+pub mod rate;
+pub mod tenants_file;
+
+use std::{fmt, sync::Arc};
+
+use rustls::pki_types::CertificateDer;
+use tonic::metadata::MetadataMap;
+
+use crate::error::{Error, Result};
+
+pub use rate::{RateLimit, TenantLimiter};
+pub use tenants_file::{TenantsFile, hash_token};
+
+/// Request header naming the tenant.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// Request header carrying `Bearer <token>`.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+
+/// A validated tenant id: `[A-Za-z0-9._-]{1,64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 64 {
+            return Err(format!(
+                "tenant id must be 1 to 64 characters, got {}",
+                s.len()
+            ));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(format!(
+                "tenant id may contain only A-Z a-z 0-9 . _ - (found {c:?})"
+            ));
+        }
+        Ok(TenantId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a caller may do. Scopes are independent: `admin` does not imply
+/// `read` or `write`, so a token carries exactly the scopes listed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Get, BatchGet, List.
+    Read,
+    /// Put, PutWithTtl, Delete, Expire, Persist, Increment, BatchPut,
+    /// BatchDelete, Transact, and Get with `refresh_ttl` (it extends a key's life).
+    Write,
+    /// Reserved for administrative RPCs; no RPC requires it yet.
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|sc| sc.as_str() == s)
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Scope::Read => 1,
+            Scope::Write => 2,
+            Scope::Admin => 4,
+        }
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const NONE: Scopes = Scopes(0);
+    pub const ALL: Scopes = Scopes(1 | 2 | 4);
+
+    pub fn with(self, scope: Scope) -> Scopes {
+        Scopes(self.0 | scope.bit())
+    }
+
+    pub fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl FromIterator<Scope> for Scopes {
+    fn from_iter<I: IntoIterator<Item = Scope>>(iter: I) -> Self {
+        iter.into_iter().fold(Scopes::NONE, Scopes::with)
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Scope::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(Scope::as_str)
+            .collect();
+        write!(f, "[{}]", names.join(", "))
+    }
+}
+
+/// Who a request comes from, once its credentials are checked.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub tenant: TenantId,
+    pub scopes: Scopes,
+    /// The tenant's rate limiter, when the tenants file sets one.
+    pub limiter: Option<Arc<TenantLimiter>>,
+}
+
+impl Identity {
+    /// PERMISSION_DENIED unless the caller holds `scope`.
+    pub fn require(&self, scope: Scope) -> Result<()> {
+        if self.scopes.contains(scope) {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied(format!(
+            "this call needs the {:?} scope; the caller's credentials grant {}",
+            scope.as_str(),
+            self.scopes
+        )))
+    }
+}
+
+/// How identities are established.
+#[derive(Debug)]
+enum Authentication {
+    /// No credentials configured: `x-tenant-id` is trusted as sent.
+    Header { default_tenant: TenantId },
+    /// Bearer tokens (with a tenants file) and/or client certificates (with
+    /// `--tls-client-ca`); `x-tenant-id` may only repeat the tenant they name.
+    Credentials {
+        tenants: Option<Arc<TenantsFile>>,
+        certificates: bool,
+    },
+}
+
+/// Establishes the identity of each request from its metadata and client
+/// certificate.
+#[derive(Debug)]
+pub struct TenantResolver {
+    auth: Authentication,
+}
+
+impl TenantResolver {
+    /// Trusts `x-tenant-id` (or `default_tenant` when absent): no credentials.
+    pub fn new(default_tenant: TenantId) -> Self {
+        Self {
+            auth: Authentication::Header { default_tenant },
+        }
+    }
+
+    /// Requires credentials: a bearer token listed in `tenants` and/or, when
+    /// `certificates` is set, a verified client certificate whose subject CN
+    /// names the tenant.
+    pub fn authenticated(tenants: Option<Arc<TenantsFile>>, certificates: bool) -> Self {
+        Self {
+            auth: Authentication::Credentials {
+                tenants,
+                certificates,
+            },
+        }
+    }
+
+    /// Whether requests must carry credentials (false: the header is trusted).
+    pub fn requires_credentials(&self) -> bool {
+        matches!(self.auth, Authentication::Credentials { .. })
+    }
+
+    /// The identity of a request. `peer_certs` is the verified client chain
+    /// (leaf first), if the connection presented one.
+    pub fn resolve(
+        &self,
+        metadata: &MetadataMap,
+        peer_certs: Option<&[CertificateDer<'static>]>,
+    ) -> Result<Identity> {
+        match &self.auth {
+            Authentication::Header { default_tenant } => {
+                let tenant = match metadata.get(TENANT_HEADER) {
+                    None => default_tenant.clone(),
+                    Some(v) => {
+                        let s = v.to_str().map_err(|_| {
+                            Error::invalid(format!("{TENANT_HEADER} must be ASCII"))
+                        })?;
+                        TenantId::parse(s)
+                            .map_err(|e| Error::invalid(format!("{TENANT_HEADER}: {e}")))?
+                    }
+                };
+                Ok(Identity {
+                    tenant,
+                    scopes: Scopes::ALL,
+                    limiter: None,
+                })
+            }
+            Authentication::Credentials {
+                tenants,
+                certificates,
+            } => {
+                let identity = match bearer_token(metadata)? {
+                    Some(token) => {
+                        let Some(tenants) = tenants else {
+                            return Err(Error::Unauthenticated(
+                                "this server authenticates by client certificate only; \
+                                 remove the authorization header"
+                                    .into(),
+                            ));
+                        };
+                        tenants.current().authenticate(token).ok_or_else(|| {
+                            Error::Unauthenticated(
+                                "the bearer token is not valid (unknown or revoked)".into(),
+                            )
+                        })?
+                    }
+                    None => match peer_certs.and_then(|c| c.first()) {
+                        Some(leaf) if *certificates => {
+                            certificate_identity(tenants.as_deref(), leaf)?
+                        }
+                        _ => {
+                            return Err(Error::Unauthenticated(if *certificates {
+                                "missing credentials: send `authorization: Bearer <token>` \
+                                 or connect with a client certificate"
+                                    .into()
+                            } else {
+                                "missing credentials: send `authorization: Bearer <token>`".into()
+                            }));
+                        }
+                    },
+                };
+                // The header may repeat the caller's tenant (clients written
+                // for header mode keep working) but never name another one.
+                for v in metadata.get_all(TENANT_HEADER) {
+                    if v.as_bytes() != identity.tenant.as_str().as_bytes() {
+                        return Err(Error::PermissionDenied(format!(
+                            "{TENANT_HEADER} does not match the tenant of the credentials; \
+                             omit the header or send your own tenant id"
+                        )));
+                    }
+                }
+                Ok(identity)
+            }
+        }
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` header, if any. More than
+/// one authorization header, or another scheme, is refused rather than
+/// guessed at: proxies and clients disagree on which copy wins.
+fn bearer_token(metadata: &MetadataMap) -> Result<Option<&str>> {
+    let mut values = metadata.get_all(AUTHORIZATION_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let malformed = || {
+        Error::Unauthenticated(
+            "the authorization header must be exactly `Bearer <token>`, sent once".into(),
+        )
+    };
+    if values.next().is_some() {
+        return Err(malformed());
+    }
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(malformed());
+    }
+    Ok(Some(token))
+}
+
+/// The identity a verified client certificate establishes.
+fn certificate_identity(
+    tenants: Option<&TenantsFile>,
+    leaf: &CertificateDer<'_>,
+) -> Result<Identity> {
+    let tenant = cert::tenant_of(leaf).map_err(|e| {
+        Error::Unauthenticated(format!("the client certificate names no tenant: {e}"))
+    })?;
+    match tenants {
+        // Without a tenants file, the CA is the authority: any tenant it
+        // certifies may read and write its own namespace.
+        None => Ok(Identity {
+            tenant,
+            scopes: Scopes::NONE.with(Scope::Read).with(Scope::Write),
+            limiter: None,
+        }),
+        Some(file) => file.current().certificate_identity(&tenant).ok_or_else(|| {
+            Error::Unauthenticated(
+                "the client certificate's tenant may not authenticate by certificate \
+                 (no certificate_scopes in the tenants file)"
+                    .into(),
+            )
+        }),
+    }
+}
+
+/// The keyspace of one tenant: `<key-prefix>:<tenant>:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    tenant: TenantId,
+    prefix: String,
+}
+
+impl Namespace {
+    pub fn new(key_prefix: &str, tenant: TenantId) -> Self {
+        let prefix = format!("{key_prefix}:{tenant}:");
+        Self { tenant, prefix }
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The storage key of a client key. Client keys are opaque: whatever they
+    /// contain only extends this namespace's prefix.
+    pub fn storage_key(&self, key: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + key.len());
+        s.push_str(&self.prefix);
+        s.push_str(key);
+        s
+    }
+
+    /// The client key of a storage key, if it lies in this namespace and is UTF-8.
+    pub fn client_key<'a>(&self, storage_key: &'a [u8]) -> Option<&'a str> {
+        let rest = storage_key.strip_prefix(self.prefix.as_bytes())?;
+        std::str::from_utf8(rest).ok()
+    }
+
+    /// A Redis SCAN MATCH pattern selecting exactly this namespace's keys that
+    /// start with `client_prefix`: every glob metacharacter is escaped, so the
+    /// pattern is a literal prefix followed by one `*`.
+    pub fn scan_pattern(&self, client_prefix: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + client_prefix.len() * 2 + 1);
+        for &b in self
+            .prefix
+            .as_bytes()
+            .iter()
+            .chain(client_prefix.as_bytes())
+        {
+            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.push(b'*');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(pairs: &[(&'static str, &str)]) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        for (k, v) in pairs {
+            m.append(*k, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn bearer_tokens_must_be_well_formed_and_single() {
+        assert_eq!(bearer_token(&md(&[])).unwrap(), None);
+        assert_eq!(
+            bearer_token(&md(&[("authorization", "Bearer abc")])).unwrap(),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer_token(&md(&[("authorization", "bearer abc")])).unwrap(),
+            Some("abc")
+        );
+        for bad in ["Bearer", "Bearer ", "Basic abc", "Bearer a b", "abc"] {
+            assert!(
+                matches!(
+                    bearer_token(&md(&[("authorization", bad)])),
+                    Err(Error::Unauthenticated(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        let two = md(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
+        assert!(matches!(bearer_token(&two), Err(Error::Unauthenticated(_))));
+    }
+
+    #[test]
+    fn header_mode_trusts_the_header_and_grants_everything() {
+        let r = TenantResolver::new(TenantId::parse("default").unwrap());
+        let id = r.resolve(&md(&[]), None).unwrap();
+        assert_eq!(id.tenant.as_str(), "default");
+        assert_eq!(id.scopes, Scopes::ALL);
+        let id = r.resolve(&md(&[("x-tenant-id", "a")]), None).unwrap();
+        assert_eq!(id.tenant.as_str(), "a");
+        assert!(!r.requires_credentials());
+    }
+
+    #[test]
+    fn certificate_mode_without_a_certificate_is_unauthenticated() {
+        let r = TenantResolver::authenticated(None, true);
+        assert!(matches!(
+            r.resolve(&md(&[("x-tenant-id", "a")]), None),
+            Err(Error::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            r.resolve(&md(&[("authorization", "Bearer x")]), None),
+            Err(Error::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn scopes_are_independent() {
+        let s: Scopes = [Scope::Admin].into_iter().collect();
+        assert!(s.contains(Scope::Admin));
+        assert!(!s.contains(Scope::Read) && !s.contains(Scope::Write));
+        assert_eq!(Scopes::ALL.to_string(), "[read, write, admin]");
+        let id = Identity {
+            tenant: TenantId::parse("a").unwrap(),
+            scopes: s,
+            limiter: None,
+        };
+        assert!(matches!(
+            id.require(Scope::Read),
+            Err(Error::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn tenant_ids_follow_the_documented_alphabet() {
+        assert!(TenantId::parse("team-a.prod_1").is_ok());
+        assert!(TenantId::parse("").is_err());
+        assert!(TenantId::parse(&"a".repeat(65)).is_err());
+        for bad in ["a:b", "a*", "a{b}", "ä", "a b", "a/b"] {
+            assert!(TenantId::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn storage_keys_stay_inside_the_namespace() {
+        let ns = Namespace::new("state", TenantId::parse("a").unwrap());
+        assert_eq!(ns.storage_key("x:y{z}*"), "state:a:x:y{z}*");
+        assert_eq!(ns.client_key(b"state:a:x:y"), Some("x:y"));
+        assert_eq!(ns.client_key(b"state:ab:x"), None);
+    }
+
+    #[test]
+    fn scan_patterns_escape_glob_characters() {
+        let ns = Namespace::new("state", TenantId::parse("a").unwrap());
+        assert_eq!(
+            ns.scan_pattern("k*?[]\\"),
+            b"state:a:k\\*\\?\\[\\]\\\\*".to_vec()
+        );
+    }
+}
