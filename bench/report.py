@@ -318,8 +318,8 @@ md.append("## Latency at half of the maximum rate (fixed-rate mode)\n")
 md.append(
     "`state-loadgen --rate R` with R half of the median closed-loop rate above, same "
     "concurrency cap. Latency is measured from the moment a request is sent; *from "
-    "schedule* also counts any wait for a free in-flight slot. Sends are paced by a "
-    "1 ms timer, so they leave in small bursts. *Held*: at least 99 % of the rate "
+    "schedule* also counts any wait for a free in-flight slot. Sends are spread evenly "
+    "(a pacing thread releases them every 100 µs), so nothing arrives in bursts. *Held*: at least 99 % of the rate "
     "completed and the p99 send lag stayed under 5 ms.\n"
 )
 md.append(
