@@ -129,6 +129,9 @@ async fn grpcurl_lists_describes_and_calls_the_service() {
         err.contains("FailedPrecondition") && err.contains("already exists"),
         "{err}"
     );
+    // The ErrorInfo detail is decoded through reflection, not shown as bytes.
+    assert!(err.contains(r#""reason":"ALREADY_EXISTS""#), "{err}");
+    assert!(err.contains(r#""current_version""#), "{err}");
 
     let del = g.call(
         "stateservice.v1.StateService/Delete",
