@@ -66,9 +66,8 @@ impl<S: Store> StateApi<S> {
 /// grpc-timeout timer produces when both race.
 async fn within<T>(deadline: Option<Duration>, fut: impl Future<Output = Result<T>>) -> Result<T> {
     let Some(d) = deadline else { return fut.await };
-    let budget = d
-        .saturating_sub(Duration::from_millis(2))
-        .max(Duration::from_millis(1));
+    let margin = (d / 10).clamp(Duration::from_millis(2), Duration::from_millis(50));
+    let budget = d.saturating_sub(margin).max(Duration::from_millis(1));
     match tokio::time::timeout(budget, fut).await {
         Ok(r) => r,
         Err(_) => Err(Error::DeadlineExceeded(format!(
