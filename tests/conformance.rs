@@ -19,21 +19,7 @@ use tonic_types::StatusExt;
 
 type Client = StateServiceClient<Channel>;
 
-/// Generates one test per backend for each behaviour.
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-    };
-}
-
-conformance!(
+common::both_backends!(
     get_of_a_missing_key_is_not_found,
     every_value_kind_round_trips_exactly,
     versions_change_on_every_write_and_never_repeat,

@@ -81,20 +81,7 @@ const TRICKY_PREFIXES: &[&str] = &[
     "\0",
 ];
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-        mod redis {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Redis).await })*
-        }
-    };
-}
-
-both_backends!(
+common::both_backends!(
     another_tenants_keys_are_invisible_to_every_rpc,
     a_tenant_header_naming_another_tenant_is_permission_denied,
     missing_or_bad_credentials_are_unauthenticated,

@@ -20,6 +20,26 @@ use state_service::{
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+/// Generates, for each named `async fn name(backend: Backend)` of the calling
+/// test file, one test per backend (`memory::name`, `redis::name`), so both
+/// backends run exactly the same behaviours.
+// Each test binary compiles this module; only some generate per-backend tests.
+#[allow(unused_macros)]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Redis).await })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use both_backends;
+
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
