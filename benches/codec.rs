@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-key CPU work on the request path that does not
-//! involve the network: encoding and decoding a value (storage format 1) and
+//! involve the network: encoding and decoding a value (the part after the storage header) and
 //! building a tenant's storage key. A BatchGet of 100 keys does each 100
 //! times, so a regression here shows up as keys/s lost.
 //!

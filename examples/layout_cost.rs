@@ -1,4 +1,4 @@
-//! Measures the Redis CPU cost of storage format 1 against plain GET/SET.
+//! Measures the Redis CPU cost of storage format 2 against plain GET/SET.
 //!
 //! Starts a private redis-server, runs each operation N times through the real
 //! `RedisStore` (the same code the service runs, minus gRPC), and reads
@@ -48,7 +48,7 @@ async fn stats(c: &mut redis::aio::MultiplexedConnection) -> Stats {
 /// a MULTI/EXEC is already included in EVALSHA's or EXEC's own time, so only
 /// these are summed; the nested ones are listed for the command count.
 const TOP_LEVEL: &[&str] = &[
-    "evalsha", "eval", "multi", "exec", "get", "set", "del", "pexpire", "scan",
+    "evalsha", "eval", "multi", "exec", "get", "set", "del", "pexpire", "scan", "mget",
 ];
 
 fn diff(before: &Stats, after: &Stats, n: u64) -> (String, f64) {
@@ -201,6 +201,29 @@ async fn main() {
             ]
         )
         .await);
+    // Batches: per key, so that they compare with the single commands.
+    let batch = 100u64;
+    let keys = |i: u64| {
+        (0..batch)
+            .map(|j| format!("k{}", (i * batch + j) % n))
+            .collect::<Vec<_>>()
+    };
+    let before = stats(&mut raw).await;
+    for i in 0..n / batch {
+        let ops = keys(i)
+            .into_iter()
+            .map(|k| put(k, Condition::None))
+            .collect();
+        let _ = store.apply_each(&ns, ops).await;
+    }
+    let (cmds, usec) = diff(&before, &stats(&mut raw).await, n);
+    rows.push(("BatchPut of 100 (per key)", cmds, usec));
+    let before = stats(&mut raw).await;
+    for i in 0..n / batch {
+        let _ = store.batch_get(&ns, &keys(i)).await;
+    }
+    let (cmds, usec) = diff(&before, &stats(&mut raw).await, n);
+    rows.push(("BatchGet of 100 (per key)", cmds, usec));
 
     println!("Redis CPU per operation (INFO commandstats, {n} ops each, 64-byte value;");
     println!("usec counts only top-level commands, which include their nested ones):\n");

@@ -32,7 +32,7 @@ fn put_req(key: &str, value: Option<pb::Value>) -> PutRequest {
 }
 
 #[tokio::test]
-async fn keys_are_hashes_under_prefix_tenant_key() {
+async fn keys_are_strings_with_a_header_under_prefix_tenant_key() {
     let (redis, s) = start().await;
     let mut c = s.client();
     let version = c
@@ -45,20 +45,79 @@ async fn keys_are_hashes_under_prefix_tenant_key() {
         .await
         .unwrap();
     let mut r = redis.client().await;
-    let fields: HashMap<String, Vec<u8>> = r.hgetall("state:team-a:orders:{eu}:1").await.unwrap();
-    assert_eq!(fields["fmt"], b"1");
-    assert_eq!(fields["ver"], version.to_string().as_bytes());
-    assert_eq!(
-        fields["val"], b"-42",
-        "ints are stored as decimals for HINCRBY"
-    );
-    let fields: HashMap<String, Vec<u8>> = r.hgetall("state:team-a:name").await.unwrap();
-    assert_eq!(
-        fields["val"][0], 0x00,
-        "non-int values start with the blob marker"
-    );
+    let raw: Vec<u8> = r.get("state:team-a:orders:{eu}:1").await.unwrap();
+    assert_eq!(&raw[..2], b"\xff\x02", "format-2 magic");
+    assert_eq!(&raw[2..18], format!("{version:016}").as_bytes());
+    assert_eq!(&raw[18..32], b"00000000000000", "no expiry");
+    assert_eq!(&raw[32..], b"-42", "ints are stored as decimals");
+    let raw: Vec<u8> = r.get("state:team-a:name").await.unwrap();
+    assert_eq!(raw[32], 0x00, "non-int values start with the blob marker");
     let ttl: i64 = r.pttl("state:team-a:name").await.unwrap();
     assert_eq!(ttl, -1);
+
+    // The header's absolute expiry and the key's Redis expiry are the same
+    // instant, through PutWithTtl, Expire, a refreshing Get and Persist.
+    let check_expiry = async |r: &mut redis::aio::MultiplexedConnection, want: Option<u64>| {
+        let raw: Vec<u8> = r.get("state:team-a:name").await.unwrap();
+        let at: u64 = std::str::from_utf8(&raw[18..32]).unwrap().parse().unwrap();
+        let redis_at: i64 = redis::cmd("PEXPIRETIME")
+            .arg("state:team-a:name")
+            .query_async(r)
+            .await
+            .unwrap();
+        match want {
+            None => assert_eq!((at, redis_at), (0, -1)),
+            Some(ms) => {
+                assert_eq!(at as i64, redis_at, "header and Redis agree");
+                let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(r).await.unwrap();
+                let now = secs * 1000 + micros / 1000;
+                assert!(at > now && at <= now + ms, "expires at {at}, now {now}");
+            }
+        }
+    };
+    c.put_with_ttl(as_tenant(
+        "team-a",
+        pb::PutWithTtlRequest {
+            key: "name".into(),
+            value: v::string("é"),
+            ttl: common::ms(60_000),
+            condition: None,
+        },
+    ))
+    .await
+    .unwrap();
+    check_expiry(&mut r, Some(60_000)).await;
+    c.expire(as_tenant(
+        "team-a",
+        pb::ExpireRequest {
+            key: "name".into(),
+            ttl: common::ms(120_000),
+        },
+    ))
+    .await
+    .unwrap();
+    check_expiry(&mut r, Some(120_000)).await;
+    let got = c
+        .get(as_tenant(
+            "team-a",
+            GetRequest {
+                key: "name".into(),
+                refresh_ttl: common::ms(30_000),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let ttl = got.entry.unwrap().ttl.unwrap();
+    assert!(ttl.seconds >= 29 && ttl.seconds <= 30, "{ttl:?}");
+    check_expiry(&mut r, Some(30_000)).await;
+    c.persist(as_tenant(
+        "team-a",
+        pb::PersistRequest { key: "name".into() },
+    ))
+    .await
+    .unwrap();
+    check_expiry(&mut r, None).await;
 }
 
 #[tokio::test]
@@ -70,22 +129,24 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
         .hset("state:default:other-hash", "field", "x")
         .await
         .unwrap();
+    // A header with a bad version, and a good header before a value that
+    // does not decode.
     let _: () = r
-        .hset_multiple(
-            "state:default:future-format",
-            &[("fmt", "9"), ("val", "x"), ("ver", "1")],
+        .set(
+            "state:default:bad-header",
+            b"\xff\x02000000000000000x00000000000000\x00".as_slice(),
         )
         .await
         .unwrap();
     let _: () = r
-        .hset_multiple(
+        .set(
             "state:default:garbage",
-            &[("fmt", "1"), ("val", "\u{0}\u{ff}\u{ff}"), ("ver", "1")],
+            b"\xff\x02000000000000000100000000000000\x00\xff\xff".as_slice(),
         )
         .await
         .unwrap();
     let mut c = s.client();
-    for key in ["plain-string", "other-hash", "future-format", "garbage"] {
+    for key in ["plain-string", "other-hash", "bad-header", "garbage"] {
         for refresh_ttl in [None, common::ms(1000)] {
             let err = c
                 .get(GetRequest {
@@ -140,14 +201,24 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
         .into_inner();
     assert_eq!(page.keys.len(), 3, "{:?}", page.keys);
     assert!(page.entries.is_empty());
-    // BatchGet with one foreign key fails as a whole with the same clear error.
+    // BatchGet with one foreign string fails as a whole with the same clear
+    // error. MGET cannot tell a key of another Redis type from an absent one
+    // (docs/design/storage-format.md), so that one reads as absent.
     let err = c
         .batch_get(pb::BatchGetRequest {
-            keys: vec!["other-hash".into()],
+            keys: vec!["garbage".into(), "other-hash".into()],
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    let got = c
+        .batch_get(pb::BatchGetRequest {
+            keys: vec!["other-hash".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!got.results[0].found, "{got:?}");
 }
 
 #[tokio::test]
@@ -221,10 +292,14 @@ async fn unary_rpcs_cost_one_round_trip_and_no_recycling_pings() {
     }
     let calls = command_calls(&mut r).await;
     let get = |name: &str| calls.get(name).copied().unwrap_or(0);
-    // Each Put is one EVALSHA; each Get one MULTI…EXEC pipeline.
+    // Each Put is one EVALSHA; each Get one GET, nothing else.
     assert_eq!(get("evalsha"), N, "{calls:?}");
-    assert_eq!(get("exec"), N, "{calls:?}");
-    assert_eq!(get("multi"), N, "{calls:?}");
+    assert_eq!(
+        get("get"),
+        N * 2,
+        "GET by the service and inside the script: {calls:?}"
+    );
+    assert_eq!(get("exec") + get("multi") + get("pttl"), 0, "{calls:?}");
     assert_eq!(get("eval"), 0, "scripts must run by SHA: {calls:?}");
     // No recycling round trips from the pool.
     assert_eq!(get("unwatch"), 0, "{calls:?}");

@@ -1,7 +1,8 @@
-//! Storage format 1 of a value (see docs/design/storage-format.md).
+//! The encoding of a value, after the header of storage format 2 (see
+//! docs/design/storage-format.md and `store::redis::record`).
 //!
-//! - An `int_value` is stored as its canonical ASCII decimal, so that Redis
-//!   HINCRBY works on it natively (exact int64, overflow refused by Redis).
+//! - An `int_value` is stored as its canonical ASCII decimal, so that the
+//!   increment script parses it exactly and `redis-cli` shows it readably.
 //! - Every other value is stored as a 0x00 byte followed by the protobuf
 //!   encoding of `stateservice.v1.Value`. 0x00 can never start a decimal, so
 //!   the two forms cannot be confused, and protobuf keeps doubles bit-exact
@@ -20,7 +21,7 @@ pub const BLOB_MARKER: u8 = 0x00;
 /// levels; keeping well below it guarantees that whatever is stored can be read.
 pub const MAX_DEPTH: usize = 64;
 
-/// Encodes a value in format 1.
+/// Encodes a value.
 pub fn encode(value: &Value) -> Vec<u8> {
     match value.kind {
         Some(Kind::IntValue(i)) => i.to_string().into_bytes(),
@@ -34,7 +35,7 @@ pub fn encode(value: &Value) -> Vec<u8> {
     }
 }
 
-/// Decodes a value in format 1; the error says what is wrong, for messages.
+/// Decodes a value; the error says what is wrong, for messages.
 pub fn decode(bytes: &[u8]) -> Result<Value, String> {
     match bytes.first() {
         None => Err("empty value field".into()),
@@ -135,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn ints_are_plain_decimals_for_hincrby() {
+    fn ints_are_plain_decimals() {
         assert_eq!(encode(&v(Kind::IntValue(-42))), b"-42");
     }
 

@@ -1,13 +1,15 @@
 //! The Redis backend (standalone Redis; Cluster and Sentinel are planned).
 //!
-//! Storage format 1 (docs/design/storage-format.md): each key is a small hash
-//! `{fmt: "1", ver: <version>, val: <encoded value>}`. Reads are one pipelined
-//! MULTI/HMGET/PTTL/EXEC; every write is one Lua script call (`scripts::APPLY`)
-//! so that conditions, versions and expiry are applied atomically. Every call
+//! Storage format 2 (docs/design/storage-format.md): each key is one string,
+//! a 32-byte header (version, absolute expiry) and the encoded value
+//! (`record`). Reads are one GET (BatchGet: one MGET); every write is one Lua
+//! script call (`scripts::APPLY`, `scripts::RETIME`) so that conditions,
+//! versions and expiry are applied atomically. Every call
 //! is bounded by the command timeout; connection loss empties the slot and is
 //! reported as UNAVAILABLE naming the (redacted) Redis address.
 
 mod conn;
+pub mod record;
 pub mod scripts;
 
 use std::{future::Future, time::Duration};
@@ -34,6 +36,7 @@ const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct RedisStore {
     conns: Connections,
     command_timeout: Duration,
+    clock: record::RedisClock,
 }
 
 impl RedisStore {
@@ -43,6 +46,7 @@ impl RedisStore {
         Ok(Self {
             conns: Connections::new(url, settings)?,
             command_timeout,
+            clock: record::RedisClock::default(),
         })
     }
 
@@ -143,7 +147,7 @@ impl RedisStore {
                 Condition::None => String::new(),
                 Condition::IfAbsent => "A".into(),
                 Condition::IfExists => "E".into(),
-                Condition::IfVersion(v) => format!("V{v}"),
+                Condition::IfVersion(v) => record::version_condition(v),
             };
             inv.arg(kind)
                 .arg(payload)
@@ -155,93 +159,131 @@ impl RedisStore {
             .await
     }
 
-    /// HMGET + PTTL for every key inside one MULTI/EXEC; fails as a whole if
-    /// any key holds foreign data.
+    /// One MGET for every key (atomic, so a consistent snapshot); fails as a
+    /// whole if any key holds foreign data.
     async fn read_many(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
         self.read_each(ns, keys).await?.into_iter().collect()
     }
 
-    /// Like `read_many`, with a result per key.
+    /// Like `read_many`, with a result per key. MGET answers nil for a key
+    /// of another Redis type, so such a key reads as absent here (a single
+    /// Get, which uses GET, reports it as foreign data).
     async fn read_each(
         &self,
         ns: &Namespace,
         keys: &[String],
     ) -> Result<Vec<Result<Option<Entry>>>> {
-        let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors();
+        let mut cmd = redis::cmd("MGET");
         for k in keys {
-            let sk = ns.storage_key(k);
-            pipe.cmd("HMGET").arg(&sk).arg("fmt").arg("val").arg("ver");
-            pipe.cmd("PTTL").arg(&sk);
+            cmd.arg(ns.storage_key(k));
         }
         let replies: Vec<RValue> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .call(|mut c| async move { cmd.query_async(&mut c).await })
             .await?;
-        if replies.len() != keys.len() * 2 {
+        if replies.len() != keys.len() {
             return Err(Error::Internal(format!(
                 "expected {} replies from redis, got {}",
-                keys.len() * 2,
+                keys.len(),
                 replies.len()
             )));
         }
         Ok(keys
             .iter()
-            .zip(replies.chunks_exact(2))
-            .map(|(k, pair)| parse_read(k, &pair[0], &pair[1]))
+            .zip(&replies)
+            .map(|(k, raw)| match raw {
+                RValue::Nil => Ok(None),
+                RValue::BulkString(b) => self.parse_entry(k, b).map(Some),
+                other => Err(unexpected("MGET", other)),
+            })
             .collect())
     }
-}
 
-/// Interprets HMGET fmt val ver + PTTL of one key.
-fn parse_read(key: &str, hmget: &RValue, pttl: &RValue) -> Result<Option<Entry>> {
-    let bad = |detail: &str| {
-        Error::from(OpFailure {
-            op_index: None,
+    /// One GET; a key of another Redis type is foreign data.
+    async fn read_one(&self, ns: &Namespace, key: &str) -> Result<Option<Entry>> {
+        let sk = ns.storage_key(key);
+        let reply = self
+            .call(|mut c| async move {
+                match redis::cmd("GET")
+                    .arg(sk)
+                    .query_async::<RValue>(&mut c)
+                    .await
+                {
+                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        match reply {
+            None => Err(foreign(key, "the key is not a string")),
+            Some(RValue::Nil) => Ok(None),
+            Some(RValue::BulkString(b)) => self.parse_entry(key, &b).map(Some),
+            Some(other) => Err(unexpected("GET", &other)),
+        }
+    }
+
+    /// Decodes a stored string into an entry; the remaining TTL is computed
+    /// from the header's absolute expiry on Redis's clock.
+    fn parse_entry(&self, key: &str, raw: &[u8]) -> Result<Entry> {
+        let r = record::parse(raw).map_err(|e| foreign(key, &e))?;
+        let value = codec::decode(r.payload).map_err(|e| foreign(key, &e))?;
+        Ok(Entry {
             key: key.to_string(),
-            reason: FailureReason::InvalidStoredValue {
-                detail: detail.to_string(),
-            },
-            current_version: None,
+            value,
+            version: r.version,
+            ttl: r.expires_at_ms.map(|at| self.clock.remaining(at)),
         })
-    };
-    let pttl = match pttl {
-        RValue::Int(i) => *i,
-        other => return Err(unexpected("PTTL", other)),
-    };
-    let fields = match hmget {
-        RValue::Array(f) if f.len() == 3 => f,
-        RValue::ServerError(e) if e.code() == "WRONGTYPE" => {
-            return Err(bad("the key is not a hash"));
+    }
+
+    /// Runs RETIME on one key: new TTL in ms (0: none).
+    async fn retime(
+        &self,
+        ns: &Namespace,
+        key: &str,
+        ttl_ms: u64,
+        want_value: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut inv = scripts::RETIME.prepare_invoke();
+        inv.key(ns.storage_key(key))
+            .arg(ttl_ms)
+            .arg(if want_value { "v" } else { "" });
+        let reply: RValue = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        let RValue::Array(parts) = &reply else {
+            return Err(unexpected("script", &reply));
+        };
+        match (parts.first().and_then(as_str), parts.get(1)) {
+            (Some("NONE"), _) => Ok(None),
+            (Some("BAD"), why) => Err(foreign(key, why.and_then(as_str).unwrap_or(""))),
+            (Some("OK"), Some(RValue::BulkString(raw))) => Ok(Some(raw.clone())),
+            (Some("OK"), None) => Ok(Some(Vec::new())),
+            _ => Err(unexpected("script", &reply)),
         }
-        other => return Err(unexpected("HMGET", other)),
-    };
-    match (&fields[0], &fields[1], &fields[2]) {
-        (RValue::Nil, RValue::Nil, RValue::Nil) if pttl == -2 => Ok(None),
-        (RValue::BulkString(fmt), RValue::BulkString(val), RValue::BulkString(ver))
-            if fmt.as_slice() == b"1" =>
-        {
-            let version = std::str::from_utf8(ver)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| bad("bad version field"))?;
-            let value = codec::decode(val).map_err(|e| bad(&e))?;
-            Ok(Some(Entry {
-                key: key.to_string(),
-                value,
-                version,
-                ttl: ttl_from_pttl(pttl),
-            }))
-        }
-        (RValue::BulkString(fmt), _, _) if fmt.as_slice() != b"1" => Err(bad(&format!(
-            "unknown format marker {:?}",
-            String::from_utf8_lossy(fmt)
-        ))),
-        _ => Err(bad("the hash has no format marker or misses fields")),
+    }
+
+    /// Measures the offset between Redis's clock and this host's (see
+    /// `record::RedisClock`).
+    async fn sync_clock(&self) -> Result<()> {
+        let before = record::local_us();
+        let (secs, micros): (i64, i64) = self
+            .call(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await })
+            .await?;
+        let after = record::local_us();
+        self.clock.observe(secs * 1_000_000 + micros, before, after);
+        Ok(())
     }
 }
 
-fn ttl_from_pttl(pttl: i64) -> Option<Duration> {
-    (pttl >= 0).then(|| Duration::from_millis(pttl as u64))
+/// The error for a key holding data state-service did not write.
+fn foreign(key: &str, detail: &str) -> Error {
+    Error::from(OpFailure {
+        op_index: None,
+        key: key.to_string(),
+        reason: FailureReason::InvalidStoredValue {
+            detail: detail.to_string(),
+        },
+        current_version: None,
+    })
 }
 
 fn unexpected(what: &str, v: &RValue) -> Error {
@@ -347,39 +389,11 @@ impl Store for RedisStore {
         refresh_ttl: Option<Duration>,
     ) -> Result<Option<Entry>> {
         let Some(ttl) = refresh_ttl else {
-            let mut v = self
-                .read_many(ns, std::slice::from_ref(&key.to_string()))
-                .await?;
-            return Ok(v.pop().flatten());
+            return self.read_one(ns, key).await;
         };
-        let mut inv = scripts::GET_REFRESH.prepare_invoke();
-        inv.key(ns.storage_key(key)).arg(millis(ttl));
-        let reply: RValue = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
-        let RValue::Array(parts) = &reply else {
-            return Err(unexpected("script", &reply));
-        };
-        match parts.first().and_then(as_str) {
-            Some("NONE") => Ok(None),
-            Some("BAD") => Err(OpFailure {
-                op_index: None,
-                key: key.to_string(),
-                reason: FailureReason::InvalidStoredValue {
-                    detail: parts.get(1).and_then(as_str).unwrap_or("").to_string(),
-                },
-                current_version: None,
-            }
-            .into()),
-            Some("OK") if parts.len() == 4 => {
-                let fields = RValue::Array(vec![
-                    RValue::BulkString(b"1".to_vec()),
-                    parts[1].clone(),
-                    parts[2].clone(),
-                ]);
-                parse_read(key, &fields, &parts[3])
-            }
-            _ => Err(unexpected("script", &reply)),
+        match self.retime(ns, key, millis(ttl).max(1), true).await? {
+            None => Ok(None),
+            Some(raw) => self.parse_entry(key, &raw).map(Some),
         }
     }
 
@@ -459,26 +473,14 @@ impl Store for RedisStore {
     }
 
     async fn expire(&self, ns: &Namespace, key: &str, ttl: Duration) -> Result<bool> {
-        let sk = ns.storage_key(key);
-        let n: i64 = self
-            .call(|mut c| async move {
-                redis::cmd("PEXPIRE")
-                    .arg(sk)
-                    .arg(millis(ttl))
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(n == 1)
+        Ok(self
+            .retime(ns, key, millis(ttl).max(1), false)
+            .await?
+            .is_some())
     }
 
     async fn persist(&self, ns: &Namespace, key: &str) -> Result<bool> {
-        let mut inv = scripts::PERSIST.prepare_invoke();
-        inv.key(ns.storage_key(key));
-        let n: i64 = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
-        Ok(n == 1)
+        Ok(self.retime(ns, key, 0, false).await?.is_some())
     }
 
     async fn list(
@@ -581,6 +583,11 @@ impl Store for RedisStore {
             self.conns.connected(),
         );
         if ok > 0 {
+            // A failed clock reading keeps the last offset; the PINGs decide
+            // health.
+            if let Err(e) = self.sync_clock().await {
+                tracing::debug!(error = %e, "could not read redis TIME");
+            }
             return Ok(());
         }
         Err(self

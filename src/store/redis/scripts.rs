@@ -1,15 +1,58 @@
-//! The Lua scripts of storage format 1 (docs/design/storage-format.md).
+//! The Lua scripts of storage format 2 (docs/design/storage-format.md).
 //!
-//! Conditional writes live in scripts because WATCH/MULTI is unsound on a
-//! multiplexed connection. Arithmetic on stored ints is done by HINCRBY, never
-//! by Lua (Lua numbers are doubles); where a transaction must know in advance
-//! whether an increment will overflow, it uses exact two-limb arithmetic.
-//! Versions are formatted with `%.0f` because Lua's `tostring` switches to
-//! exponent notation above 1e14.
+//! A stored key is one Redis string: a 32-byte header (magic `\xff\x02`,
+//! 16-digit version, 14-digit absolute expiry in Unix ms or zeros) followed by
+//! the encoded value (`store::codec`). Reads are plain GET/MGET and need no
+//! script; every write is a script because the new version depends on the old
+//! one and conditions must be checked atomically (WATCH/MULTI is unsound on a
+//! multiplexed connection). Lua numbers are doubles: versions (< 2^53) and
+//! expiries are exact in them, increments use exact two-limb arithmetic.
+//! Numbers are formatted with `%0Nd`-style `%.0f` because Lua's `tostring`
+//! switches to exponent notation above 1e14.
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// The helpers every script starts with: the header layout and the clock.
+/// Kept in one place so the scripts cannot disagree about the format.
+const PRELUDE: &str = r#"
+local MAGIC = '\255\2'
+local HDR = 32
+local NO_EXP = '00000000000000'
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local NOW_MS = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- exists, raw string, why-foreign (nil when the key holds our format)
+local function load(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' and v.err then return true, nil, 'the key is not a string' end
+  if not v then return false, nil, nil end
+  if #v < HDR or string.sub(v, 1, 2) ~= MAGIC then
+    return true, v, 'the value has no state-service header'
+  end
+  if not string.match(string.sub(v, 3, 32), '^%d+$') then
+    return true, v, 'bad version or expiry in the header'
+  end
+  return true, v, nil
+end
+
+local function exp_of(ttl) return string.format('%014.0f', NOW_MS + ttl) end
+
+-- Writes header + payload with the expiry the header names (zeros: none).
+local function store(k, ver, exp, payload, keep)
+  local v = MAGIC .. ver .. exp .. payload
+  if keep then
+    redis.call('SET', k, v, 'KEEPTTL')
+  elseif exp == NO_EXP then
+    redis.call('SET', k, v)
+  else
+    redis.call('SET', k, v, 'PXAT', tonumber(exp))
+  end
+  return v
+end
+"#;
 
 /// Writes: put / delete / increment ops, each with an optional condition.
 ///
@@ -20,44 +63,30 @@ use redis::Script;
 /// ARGV[2+5(i-1) ..]  five args per op: kind (`P`, `D`, `I`), payload (encoded
 ///          value for P, decimal delta for I, empty for D), ttl in ms (`0`: none),
 ///          keep_ttl (`1`/`0`), condition (empty, `A` absent, `E` exists,
-///          `V<version>`).
+///          `V<16-digit version>`).
 ///
 /// Returns `{'OK', r1, r2, …}` where each r is `{'P', version}`,
 /// `{'D', '0'|'1'}`, `{'I', value, version}` or, in `each` mode only,
 /// `{'F', reason, current_version, detail}`; or, in `atomic` mode when a check
 /// fails, `{'ABORT', op_index (1-based), reason, current_version, detail}`.
-pub static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(APPLY_SRC));
+/// Versions come back zero-padded to 16 digits.
+pub static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, APPLY_SRC].concat()));
 
 const APPLY_SRC: &str = r#"
 local MODE = ARGV[1]
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
 local function next_ver(ver)
   local c = tonumber(ver or '0') or 0
   if c >= NOW then c = c + 1 else c = NOW end
-  return string.format('%.0f', c)
+  return string.format('%016.0f', c)
 end
 
--- exists, version string, why-foreign (nil when the key is in format 1)
+-- exists, version, expiry, payload, why-foreign
 local function read(k)
-  local r = redis.pcall('HMGET', k, 'fmt', 'ver')
-  if type(r) == 'table' and r.err then
-    return true, nil, 'the key is not a hash'
-  end
-  if not r[1] then
-    if redis.call('EXISTS', k) == 1 then
-      return true, nil, 'the hash has no format marker'
-    end
-    return false, nil, nil
-  end
-  if r[1] ~= '1' then
-    return true, nil, 'unknown format marker ' .. tostring(r[1])
-  end
-  if not r[2] or not tonumber(r[2]) then
-    return true, nil, 'missing or bad version field'
-  end
-  return true, r[2], nil
+  local exists, v, bad = load(k)
+  if not exists then return false end
+  if bad then return true, nil, nil, nil, bad end
+  return true, string.sub(v, 3, 18), string.sub(v, 19, 32), string.sub(v, 33), nil
 end
 
 local function cond_fail(cond, exists, ver)
@@ -94,22 +123,26 @@ local function limbs(s)
   if neg then return -h, -l end
   return h, l
 end
-local function add(h1, l1, h2, l2)
+-- a + b as a canonical decimal, or nil when it leaves int64.
+local function sum(a, b)
+  local h1, l1 = limbs(a)
+  local h2, l2 = limbs(b)
   local h, l = h1 + h2, l1 + l2
   if l >= B then l = l - B; h = h + 1 elseif l <= -B then l = l + B; h = h - 1 end
   if h > 0 and l < 0 then h = h - 1; l = l + B elseif h < 0 and l > 0 then h = h + 1; l = l - B end
-  return h, l
-end
-local function overflows(h, l)
-  return h > 9223372036 or (h == 9223372036 and l > 854775807)
-      or h < -9223372036 or (h == -9223372036 and l < -854775808)
+  if h > 9223372036 or (h == 9223372036 and l > 854775807)
+      or h < -9223372036 or (h == -9223372036 and l < -854775808) then
+    return nil
+  end
+  if h == 0 then return string.format('%d', l) end
+  return string.format('%d%09d', h, math.abs(l))
 end
 
 -- Performs op i for real; the condition is checked against the live state.
 local function apply(i)
   local k = KEYS[i]
   local kind, payload, ttl, keep, cond = op_args(i)
-  local exists, ver, bad = read(k)
+  local exists, ver, exp, cur, bad = read(k)
   if bad and not (kind == 'D' and cond == '') then
     return {'F', 'INVALID_STORED_VALUE', '', bad}
   end
@@ -119,28 +152,29 @@ local function apply(i)
     if not exists then return {'D', '0'} end
     redis.call('DEL', k)
     return {'D', '1'}
-  elseif kind == 'P' then
-    local nv = next_ver(ver)
-    redis.call('HSET', k, 'fmt', '1', 'ver', nv, 'val', payload)
-    if ttl > 0 then
-      redis.call('PEXPIRE', k, ttl)
-    elseif keep ~= '1' and exists then
-      redis.call('PERSIST', k)
-    end
-    return {'P', nv}
   end
-  local r = redis.pcall('HINCRBY', k, 'val', payload)
-  if type(r) == 'table' and r.err then
-    if string.find(r.err, 'overflow', 1, true) then
-      return {'F', 'INCREMENT_OVERFLOW', ver or '', ''}
+  local value = payload
+  if kind == 'I' then
+    local base = '0'
+    if exists then
+      if not is_int(cur) then return {'F', 'NOT_AN_INTEGER', ver, string.sub(cur, 1, 2)} end
+      base = cur
     end
-    local cur = redis.call('HGET', k, 'val') or ''
-    return {'F', 'NOT_AN_INTEGER', ver or '', string.sub(cur, 1, 2)}
+    value = sum(base, payload)
+    if not value then return {'F', 'INCREMENT_OVERFLOW', ver or '', ''} end
+    -- An increment keeps the expiry of an existing key; TTL applies on create.
+    if exists then keep = '1'; ttl = 0 end
   end
   local nv = next_ver(ver)
-  redis.call('HSET', k, 'fmt', '1', 'ver', nv)
-  if not exists and ttl > 0 then redis.call('PEXPIRE', k, ttl) end
-  return {'I', redis.call('HGET', k, 'val'), nv}
+  if ttl > 0 then
+    store(k, nv, exp_of(ttl), value, false)
+  elseif keep == '1' and exists then
+    store(k, nv, exp, value, true)
+  else
+    store(k, nv, NO_EXP, value, false)
+  end
+  if kind == 'I' then return {'I', value, nv} end
+  return {'P', nv}
 end
 
 if MODE == 'atomic' then
@@ -151,8 +185,8 @@ if MODE == 'atomic' then
     local kind, payload, ttl, keep, cond = op_args(i)
     local s = sim[k]
     if not s then
-      local exists, ver, bad = read(k)
-      s = {exists = exists, ver = ver, bad = bad}
+      local exists, ver, exp, cur, bad = read(k)
+      s = {exists = exists, ver = ver, cur = cur, bad = bad}
       sim[k] = s
     end
     if s.bad and not (kind == 'D' and cond == '') then
@@ -161,27 +195,20 @@ if MODE == 'atomic' then
     local failed = cond_fail(cond, s.exists, s.ver)
     if failed then return {'ABORT', i, failed, s.ver or '', ''} end
     if kind == 'D' then
-      s.exists, s.ver, s.bad, s.int, s.head = false, nil, nil, nil, nil
+      s.exists, s.ver, s.cur, s.bad = false, nil, nil, nil
     elseif kind == 'P' then
-      s.exists, s.ver, s.bad = true, next_ver(s.ver), nil
-      if is_int(payload) then s.int, s.head = payload, nil else s.int, s.head = nil, string.sub(payload, 1, 2) end
+      s.exists, s.ver, s.cur, s.bad = true, next_ver(s.ver), payload, nil
     else
-      local cur = '0'
+      local base = '0'
       if s.exists then
-        if s.int == nil and s.head == nil then
-          local v = redis.call('HGET', k, 'val') or ''
-          if is_int(v) then s.int = v else s.head = string.sub(v, 1, 2) end
+        if not is_int(s.cur) then
+          return {'ABORT', i, 'NOT_AN_INTEGER', s.ver or '', string.sub(s.cur, 1, 2)}
         end
-        if s.head then return {'ABORT', i, 'NOT_AN_INTEGER', s.ver or '', s.head} end
-        cur = s.int
+        base = s.cur
       end
-      local h1, l1 = limbs(cur)
-      local h2, l2 = limbs(payload)
-      local h, l = add(h1, l1, h2, l2)
-      if overflows(h, l) then return {'ABORT', i, 'INCREMENT_OVERFLOW', s.ver or '', ''} end
-      if h == 0 then s.int = string.format('%d', l)
-      else s.int = string.format('%d%09d', h, math.abs(l)) end
-      s.exists, s.ver, s.head = true, next_ver(s.ver), nil
+      local r = sum(base, payload)
+      if not r then return {'ABORT', i, 'INCREMENT_OVERFLOW', s.ver or '', ''} end
+      s.exists, s.ver, s.cur = true, next_ver(s.ver), r
     end
   end
 end
@@ -194,35 +221,25 @@ end
 return out
 "#;
 
-/// Read with expiry refresh, atomically.
+/// Changes the expiry of one key and nothing else (not the version): Expire,
+/// Persist and Get with `refresh_ttl`. The header's expiry and the key's Redis
+/// expiry are rewritten together so they never disagree.
 ///
-/// KEYS[1] storage key; ARGV[1] new TTL in ms.
-/// Returns `{'NONE'}`, `{'BAD', why}` or `{'OK', val, ver, pttl}`.
-pub static GET_REFRESH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local k = KEYS[1]
-local r = redis.pcall('HMGET', k, 'fmt', 'val', 'ver')
-if type(r) == 'table' and r.err then return {'BAD', 'the key is not a hash'} end
-if not r[1] then
-  if redis.call('EXISTS', k) == 1 then return {'BAD', 'the hash has no format marker'} end
-  return {'NONE'}
-end
-if r[1] ~= '1' then return {'BAD', 'unknown format marker ' .. tostring(r[1])} end
-redis.call('PEXPIRE', k, ARGV[1])
-return {'OK', r[2], r[3], redis.call('PTTL', k)}
-"#,
-    )
-});
+/// KEYS[1] storage key; ARGV[1] new TTL in ms (`0`: persist); ARGV[2] `v` to
+/// return the rewritten string (for Get), anything else to return nothing.
+/// Returns `{'NONE'}`, `{'BAD', why}` or `{'OK'[, raw string]}`.
+pub static RETIME: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&[PRELUDE, RETIME_SRC].concat()));
 
-/// Removes the expiry; reports whether the key existed (PERSIST alone cannot
-/// tell an absent key from one without expiry).
-pub static PERSIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('PERSIST', KEYS[1])
-return 1
-"#,
-    )
-});
+const RETIME_SRC: &str = r#"
+local k = KEYS[1]
+local exists, v, bad = load(k)
+if not exists then return {'NONE'} end
+if bad then return {'BAD', bad} end
+local ttl = tonumber(ARGV[1])
+local exp = NO_EXP
+if ttl > 0 then exp = exp_of(ttl) end
+local nv = store(k, string.sub(v, 3, 18), exp, string.sub(v, 33), false)
+if ARGV[2] == 'v' then return {'OK', nv} end
+return {'OK'}
+"#;
