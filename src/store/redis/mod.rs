@@ -354,16 +354,19 @@ fn failure(op: &WriteOp, reason: &str, ver: &RValue, detail: &RValue) -> Result<
 
 /// Parses one per-op result table of the APPLY script.
 fn parse_op_result(op: &WriteOp, v: &RValue) -> Result<Result<OpResult, OpFailure>> {
-    let RValue::Array(parts) = v else {
-        return Err(unexpected("script", v));
+    let parts = match v {
+        // A put answers with its version alone.
+        RValue::BulkString(_) => {
+            let version = as_u64(v).ok_or_else(|| unexpected("script", v))?;
+            return Ok(Ok(OpResult::Put { version }));
+        }
+        RValue::Array(parts) => parts,
+        _ => return Err(unexpected("script", v)),
     };
     let tag = parts.first().and_then(as_str).unwrap_or("");
     let get = |i: usize| parts.get(i).unwrap_or(&RValue::Nil);
     let bad = || unexpected("script", v);
     Ok(Ok(match tag {
-        "P" => OpResult::Put {
-            version: as_u64(get(1)).ok_or_else(bad)?,
-        },
         "D" => OpResult::Delete {
             deleted: as_str(get(1)) == Some("1"),
         },
