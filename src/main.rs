@@ -14,9 +14,58 @@ use state_service::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Only the server honours --worker-threads; the one-shot subcommands keep
+    // tokio's default.
+    let runtime = match cli.command {
+        None => runtime(
+            cli.serve
+                .worker_threads
+                .unwrap_or_else(default_worker_threads),
+        ),
+        Some(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("state-service: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One thread on machines with at most two CPUs, else one per CPU. Measured
+/// on two cores shared with Redis and the load generator (docs/benchmarks.md):
+/// with one thread a unary RPC costs about a third less service CPU than with
+/// two workers, because no request wakes a task on the other thread, and
+/// throughput does not drop. Above two CPUs one thread would cap the service
+/// at one core.
+fn default_worker_threads() -> usize {
+    match std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        0..=2 => 1,
+        n => n,
+    }
+}
+
+/// `workers` = 1: a current-thread runtime (everything on the main thread);
+/// more: a multi-thread runtime with that many workers.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Health(args)) => return health_cmd::run(args).await,
         Some(Command::HashToken(args)) => return hash_token_cmd::run(args),

@@ -7,11 +7,14 @@
 
 use std::{
     net::SocketAddr,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tonic::Code;
 
@@ -30,6 +33,14 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 static TENANT_LABELS: AtomicBool = AtomicBool::new(false);
+
+/// Set once our exporter is the global recorder. Until then request metrics
+/// are not recorded at all (no recorder would receive them anyway), which
+/// also skips the two clock reads per request.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The in-flight gauge's handle, registered on first use after `install`.
+static IN_FLIGHT: OnceLock<Gauge> = OnceLock::new();
 
 /// Whether request metrics carry a tenant label.
 pub fn tenant_labels() -> bool {
@@ -65,26 +76,87 @@ pub fn install(addr: SocketAddr, tenant_labels: bool) -> Result<(), String> {
         "Reloads of the tenants file and TLS files by file and result (ok, error)"
     );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    INSTALLED.store(true, Ordering::Release);
     Ok(())
+}
+
+fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+fn in_flight() -> &'static Gauge {
+    IN_FLIGHT.get_or_init(|| gauge!(REQUESTS_IN_FLIGHT))
+}
+
+/// Number of gRPC status codes (`Code::Ok` = 0 … `Code::Unauthenticated` = 16).
+const CODES: usize = 17;
+
+/// The request metrics of one RPC method. Each handle is registered with the
+/// recorder the first time it is needed (so the exported series are the same
+/// as with the `counter!`/`histogram!` macros) and reused afterwards: the
+/// macros with a label value that is not a literal allocate the label list
+/// and hash the key on every call, and the recorder then looks it up in its
+/// registry.
+pub struct MethodMetrics {
+    method: &'static str,
+    handles: OnceLock<MethodHandles>,
+}
+
+struct MethodHandles {
+    duration: Histogram,
+    by_code: [OnceLock<Counter>; CODES],
+}
+
+impl MethodMetrics {
+    pub const fn new(method: &'static str) -> Self {
+        Self {
+            method,
+            handles: OnceLock::new(),
+        }
+    }
+
+    fn handles(&self) -> &MethodHandles {
+        self.handles.get_or_init(|| MethodHandles {
+            duration: histogram!(REQUEST_DURATION, "method" => self.method),
+            by_code: std::array::from_fn(|_| OnceLock::new()),
+        })
+    }
+
+    fn count(&self, code: Code) {
+        let name = code_name(code);
+        let i = (code as usize).min(CODES - 1);
+        self.handles().by_code[i]
+            .get_or_init(|| counter!(REQUESTS_TOTAL, "method" => self.method, "code" => name))
+            .increment(1);
+    }
 }
 
 /// Tracks one request from start to finish: in-flight gauge, latency,
 /// count by status code, and a log line whose level follows the code.
 pub struct RequestObserver {
-    method: &'static str,
+    metrics: &'static MethodMetrics,
     tenant: Option<String>,
-    start: Instant,
+    /// `None` when no exporter is installed: nothing to record.
+    start: Option<Instant>,
     done: bool,
 }
 
 impl RequestObserver {
-    pub fn start(method: &'static str, tenant: Option<&str>) -> Self {
-        gauge!(REQUESTS_IN_FLIGHT).increment(1.0);
+    pub fn start(metrics: &'static MethodMetrics, tenant: Option<&str>) -> Self {
+        if !installed() {
+            return Self {
+                metrics,
+                tenant: None,
+                start: None,
+                done: false,
+            };
+        }
+        in_flight().increment(1.0);
         let tenant = tenant.filter(|_| tenant_labels()).map(str::to_string);
         Self {
-            method,
+            metrics,
             tenant,
-            start: Instant::now(),
+            start: Some(Instant::now()),
             done: false,
         }
     }
@@ -94,7 +166,7 @@ impl RequestObserver {
         let code = match &result {
             Ok(_) => Code::Ok,
             Err(status) => {
-                log_status(self.method, status);
+                log_status(self.metrics.method, status);
                 status.code()
             }
         };
@@ -104,15 +176,16 @@ impl RequestObserver {
 
     fn record(&mut self, code: Code) {
         self.done = true;
-        gauge!(REQUESTS_IN_FLIGHT).decrement(1.0);
-        let code = code_name(code);
+        let Some(start) = self.start else { return };
+        in_flight().decrement(1.0);
+        let m = self.metrics;
         match &self.tenant {
-            Some(t) => counter!(REQUESTS_TOTAL, "method" => self.method, "code" => code, "tenant" => t.clone())
+            // Tenants are unbounded: no handle cache, the macro registers.
+            Some(t) => counter!(REQUESTS_TOTAL, "method" => m.method, "code" => code_name(code), "tenant" => t.clone())
                 .increment(1),
-            None => counter!(REQUESTS_TOTAL, "method" => self.method, "code" => code).increment(1),
+            None => m.count(code),
         }
-        histogram!(REQUEST_DURATION, "method" => self.method)
-            .record(self.start.elapsed().as_secs_f64());
+        m.handles().duration.record(start.elapsed().as_secs_f64());
     }
 }
 

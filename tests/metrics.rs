@@ -101,7 +101,7 @@ async fn metrics_count_real_traffic() {
     assert_eq!(sample(&text, "state_backend_up"), Some(1.0));
     assert_eq!(
         sample(&text, r#"state_redis_pool_connections{state="connected"}"#),
-        Some(4.0)
+        Some(2.0)
     );
     assert!(text.contains("state_build_info{version="), "{text}");
 }

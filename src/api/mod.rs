@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     error::{Error, OpFailure, Result},
-    metrics::RequestObserver,
+    metrics::{MethodMetrics, RequestObserver},
     pb::{self, state_service_server::StateService},
     store::{self, OpKind, OpResult, Store, WriteOp},
     tenancy::{Namespace, Scope},
@@ -471,7 +471,8 @@ macro_rules! observed_service {
                 // The tenant label is the authenticated one, so a caller
                 // cannot inflate another tenant's series.
                 let tenant = admitted.as_ref().ok().map(|c| c.identity.tenant.as_str());
-                let observer = RequestObserver::start($method, tenant);
+                static METRICS: MethodMetrics = MethodMetrics::new($method);
+                let observer = RequestObserver::start(&METRICS, tenant);
                 let result = match admitted {
                     Ok(caller) => self.$inner(caller, req).await,
                     Err(e) => Err(e.into()),

@@ -172,9 +172,14 @@ pub fn condition(c: Option<pb::Condition>) -> Result<Condition> {
     })
 }
 
+/// `grpc-timeout`, parsed once: looking a header up by `&str` parses and
+/// validates the name on every call.
+static GRPC_TIMEOUT: std::sync::LazyLock<tonic::metadata::MetadataKey<tonic::metadata::Ascii>> =
+    std::sync::LazyLock::new(|| tonic::metadata::MetadataKey::from_static("grpc-timeout"));
+
 /// The deadline a client sent in `grpc-timeout`, as a duration from now.
 pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let raw = metadata.get(&*GRPC_TIMEOUT)?.to_str().ok()?;
     if raw.len() < 2 || raw.len() > 9 {
         return None;
     }

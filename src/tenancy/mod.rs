@@ -27,6 +27,10 @@ pub use tenants_file::{TenantsFile, hash_token};
 /// Request header naming the tenant.
 pub const TENANT_HEADER: &str = "x-tenant-id";
 
+/// `TENANT_HEADER` parsed once (a lookup by `&str` parses the name each time).
+static TENANT_KEY: std::sync::LazyLock<tonic::metadata::MetadataKey<tonic::metadata::Ascii>> =
+    std::sync::LazyLock::new(|| tonic::metadata::MetadataKey::from_static(TENANT_HEADER));
+
 /// Request header carrying `Bearer <token>`.
 pub const AUTHORIZATION_HEADER: &str = "authorization";
 
@@ -216,7 +220,7 @@ impl TenantResolver {
     ) -> Result<Identity> {
         match &self.auth {
             Authentication::Header { default_tenant } => {
-                let tenant = match metadata.get(TENANT_HEADER) {
+                let tenant = match metadata.get(&*TENANT_KEY) {
                     None => default_tenant.clone(),
                     Some(v) => {
                         let s = v.to_str().map_err(|_| {
@@ -342,7 +346,13 @@ pub struct Namespace {
 
 impl Namespace {
     pub fn new(key_prefix: &str, tenant: TenantId) -> Self {
-        let prefix = format!("{key_prefix}:{tenant}:");
+        // Built by hand: this runs on every request, and `format!` costs
+        // several times as much.
+        let mut prefix = String::with_capacity(key_prefix.len() + tenant.0.len() + 2);
+        prefix.push_str(key_prefix);
+        prefix.push(':');
+        prefix.push_str(&tenant.0);
+        prefix.push(':');
         Self { tenant, prefix }
     }
 
