@@ -159,6 +159,33 @@ impl RedisStore {
             .await
     }
 
+    /// A lone unconditional Put without `keep_ttl` through the short PUT
+    /// script; `None` for any other op (the caller uses APPLY).
+    async fn put_plain(&self, ns: &Namespace, op: &WriteOp) -> Result<Option<OpResult>> {
+        let OpKind::Put {
+            value,
+            ttl,
+            keep_ttl: false,
+        } = &op.kind
+        else {
+            return Ok(None);
+        };
+        if op.condition != Condition::None {
+            return Ok(None);
+        }
+        let mut inv = scripts::PUT.prepare_invoke();
+        inv.key(ns.storage_key(&op.key))
+            .arg(codec::encode(value))
+            .arg(ttl.map_or(0, millis));
+        let reply: RValue = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        match parse_op_result(op, &reply)? {
+            Ok(r) => Ok(Some(r)),
+            Err(f) => Err(f.into()),
+        }
+    }
+
     /// One MGET for every key (atomic, so a consistent snapshot); fails as a
     /// whole if any key holds foreign data.
     async fn read_many(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
@@ -405,6 +432,11 @@ impl Store for RedisStore {
     }
 
     async fn transact(&self, ns: &Namespace, ops: Vec<WriteOp>) -> Result<Vec<OpResult>> {
+        if let [op] = ops.as_slice()
+            && let Some(r) = self.put_plain(ns, op).await?
+        {
+            return Ok(vec![r]);
+        }
         // One op needs no simulation phase: a failed op writes nothing.
         let atomic = ops.len() > 1;
         let reply = self.run_apply(ns, &ops, atomic).await?;
