@@ -198,7 +198,8 @@ lg() {
   log "$name"
   redis-cli -p "$REDIS_PORT" INFO commandstats >"$RAW/$name.cmdstats.before"
   snapshot >"$RAW/$name.before"
-  "$LOADGEN" --target "http://127.0.0.1:$SVC_PORT" --json --mix "$mix" \
+  # shellcheck disable=SC2086 # LG_WRAP is a command prefix (taskset …) or empty
+  ${LG_WRAP:-} "$LOADGEN" --target "http://127.0.0.1:$SVC_PORT" --json --mix "$mix" \
     --connections "$BENCH_CONNECTIONS" --concurrency "$BENCH_CONCURRENCY" \
     --keys "$BENCH_KEYS" --value-size "$BENCH_VALUE_SIZE" --batch-size "$BENCH_BATCH" \
     --duration "$BENCH_DURATION" --warmup "$BENCH_WARMUP" "$@" >"$RAW/$name.json"
@@ -236,6 +237,25 @@ for rep in $(seq 1 "$BENCH_REPS"); do
   lg "service-get-half-$rep" get=1 --rate "$GET_HALF"
   lg "service-put-half-$rep" put=1 --rate "$PUT_HALF"
 done
+
+# The same rates with the load generator on a core of its own (CPU 0) and the
+# service and Redis on the others: what a client on another host would see.
+# On two shared cores the three programs otherwise queue behind each other
+# for a CPU, which is most of the tail above. Skipped (and reported as not
+# run) on a single CPU or without taskset.
+NPROC=$(nproc)
+if [ "$NPROC" -ge 2 ] && command -v taskset >/dev/null; then
+  pin_servers() {
+    local pid
+    for pid in "$SVC_PID" "$REDIS_PID"; do taskset -a -pc "$1" "$pid" >/dev/null; done
+  }
+  pin_servers "1-$((NPROC - 1))"
+  for rep in $(seq 1 "$BENCH_REPS"); do
+    LG_WRAP="taskset -c 0" lg "service-get-pinned-$rep" get=1 --rate "$GET_HALF"
+    LG_WRAP="taskset -c 0" lg "service-put-pinned-$rep" put=1 --rate "$PUT_HALF"
+  done
+  pin_servers "0-$((NPROC - 1))"
+fi
 
 echo "load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 # VmHWM is the service's peak RSS over the whole run.
