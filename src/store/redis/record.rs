@@ -151,6 +151,35 @@ mod tests {
         assert_eq!(version_condition(u64::MAX).len(), 21);
     }
 
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// Whatever another tool left in Redis: parsing never panics, and
+        /// what parses is exactly what `encode` would write for it.
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(raw in proptest::prop_oneof![
+            proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            // Near misses: the magic, then mostly digits.
+            proptest::collection::vec(proptest::sample::select(b"0123456789 +-x".to_vec()), 0..40)
+                .prop_map(|rest| [&MAGIC[..], &rest].concat()),
+        ]) {
+            if let Ok(r) = parse(&raw) {
+                proptest::prop_assert_eq!(encode(r.version, r.expires_at_ms, r.payload), raw.clone());
+            }
+        }
+
+        #[test]
+        fn headers_round_trip(
+            version in 0u64..10_000_000_000_000_000,
+            expires in proptest::option::of(1u64..100_000_000_000_000),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+        ) {
+            let raw = encode(version, expires, &payload);
+            let r = parse(&raw).unwrap();
+            proptest::prop_assert_eq!((r.version, r.expires_at_ms, r.payload), (version, expires, &payload[..]));
+        }
+    }
+
     #[test]
     fn remaining_ttl_uses_the_observed_offset() {
         let clock = RedisClock::default();
