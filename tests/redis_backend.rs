@@ -352,3 +352,145 @@ async fn the_url_selects_the_database() {
     let in_db3: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
     assert_eq!((in_db0, in_db3), (0, 1));
 }
+
+/// The ACL line docs/operations.md gives operators is enough for every RPC,
+/// the health check (PING, TIME) and script loading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_works_with_the_documented_acl_user() {
+    let redis = RedisServer::start();
+    let mut admin = redis.client().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("state")
+        .arg("on")
+        .arg(">s3cret-acl")
+        .arg("~state:*")
+        .arg("+@read")
+        .arg("+@write")
+        .arg("+@scripting")
+        .arg("+@connection")
+        .arg("+time")
+        .arg("-@dangerous")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://state:s3cret-acl@127.0.0.1:{}", redis.port);
+    let s = TestServer::start_on(Some(url), None, |_| {}).await;
+    let mut c = s.client();
+    let put = c.put(put_req("a", v::int(1))).await.unwrap().into_inner();
+    c.put(PutRequest {
+        key: "a".into(),
+        value: v::int(2),
+        condition: Some(pb::Condition {
+            kind: Some(pb::condition::Kind::IfVersion(put.version)),
+        }),
+        keep_ttl: true,
+    })
+    .await
+    .unwrap();
+    c.put_with_ttl(pb::PutWithTtlRequest {
+        key: "t".into(),
+        value: v::string("x"),
+        ttl: common::ms(60_000),
+        condition: None,
+    })
+    .await
+    .unwrap();
+    for refresh_ttl in [None, common::ms(30_000)] {
+        let got = c
+            .get(GetRequest {
+                key: "t".into(),
+                refresh_ttl,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(got.found);
+    }
+    c.expire(pb::ExpireRequest {
+        key: "a".into(),
+        ttl: common::ms(60_000),
+    })
+    .await
+    .unwrap();
+    c.persist(pb::PersistRequest { key: "a".into() })
+        .await
+        .unwrap();
+    let n = c
+        .increment(pb::IncrementRequest {
+            key: "n".into(),
+            delta: 5,
+            ttl: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(n.value, 5);
+    c.batch_put(pb::BatchPutRequest {
+        items: vec![pb::BatchPutItem {
+            key: "b".into(),
+            value: v::int(3),
+            ..Default::default()
+        }],
+    })
+    .await
+    .unwrap();
+    let got = c
+        .batch_get(pb::BatchGetRequest {
+            keys: vec!["a".into(), "b".into(), "missing".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.results.iter().map(|r| r.found).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    c.transact(pb::TransactRequest {
+        ops: vec![
+            pb::TransactOp {
+                op: Some(pb::transact_op::Op::Put(put_req("c", v::int(1)))),
+            },
+            pb::TransactOp {
+                op: Some(pb::transact_op::Op::Delete(DeleteRequest {
+                    key: "b".into(),
+                    condition: None,
+                })),
+            },
+        ],
+    })
+    .await
+    .unwrap();
+    let page = c
+        .list(ListRequest {
+            prefix: String::new(),
+            page_size: 100,
+            page_token: String::new(),
+            include_values: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entries.len(), 4, "{:?}", page.keys);
+    c.batch_delete(pb::BatchDeleteRequest {
+        keys: vec!["a".into(), "c".into()],
+    })
+    .await
+    .unwrap();
+    c.delete(DeleteRequest {
+        key: "t".into(),
+        condition: None,
+    })
+    .await
+    .unwrap();
+    // The health check (PING each connection, TIME for the clock offset)
+    // passes too, and Redis denied nothing along the way.
+    s.wait_serving(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let denied: Vec<redis::Value> = redis::cmd("ACL")
+        .arg("LOG")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(denied.is_empty(), "ACL LOG: {denied:?}");
+}

@@ -12,7 +12,11 @@ mod conn;
 pub mod record;
 pub mod scripts;
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use redis::{RedisError, RedisResult, Value as RValue};
 
@@ -37,6 +41,8 @@ pub struct RedisStore {
     conns: Connections,
     command_timeout: Duration,
     clock: record::RedisClock,
+    /// Whether the current streak of failed clock readings was logged.
+    clock_warned: AtomicBool,
 }
 
 impl RedisStore {
@@ -47,6 +53,7 @@ impl RedisStore {
             conns: Connections::new(url, settings)?,
             command_timeout,
             clock: record::RedisClock::default(),
+            clock_warned: AtomicBool::new(false),
         })
     }
 
@@ -620,8 +627,15 @@ impl Store for RedisStore {
         if ok > 0 {
             // A failed clock reading keeps the last offset; the PINGs decide
             // health.
-            if let Err(e) = self.sync_clock().await {
-                tracing::debug!(error = %e, "could not read redis TIME");
+            match self.sync_clock().await {
+                Ok(()) => self.clock_warned.store(false, Ordering::Relaxed),
+                // Once per failure streak: TTLs are then computed against this
+                // host's clock, which is only as good as NTP.
+                Err(e) if !self.clock_warned.swap(true, Ordering::Relaxed) => tracing::warn!(
+                    error = %e,
+                    "cannot read redis TIME (ACL needs +time); remaining TTLs use this host's clock"
+                ),
+                Err(_) => {}
             }
             return Ok(());
         }
