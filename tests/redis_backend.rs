@@ -23,6 +23,16 @@ async fn start() -> (RedisServer, TestServer) {
     (redis, server)
 }
 
+/// The first page (up to 100 keys) of everything the tenant has.
+fn list_all(include_values: bool) -> ListRequest {
+    ListRequest {
+        prefix: String::new(),
+        page_size: 100,
+        page_token: String::new(),
+        include_values,
+    }
+}
+
 fn put_req(key: &str, value: Option<pb::Value>) -> PutRequest {
     PutRequest {
         key: key.into(),
@@ -189,16 +199,7 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
         .into_inner();
     assert!(d.deleted);
     // List still works: the foreign keys are listed, without entries.
-    let page = c
-        .list(ListRequest {
-            prefix: String::new(),
-            page_size: 100,
-            page_token: String::new(),
-            include_values: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = c.list(list_all(true)).await.unwrap().into_inner();
     assert_eq!(page.keys.len(), 3, "{:?}", page.keys);
     assert!(page.entries.is_empty());
     // BatchGet with one foreign string fails as a whole with the same clear
@@ -236,16 +237,7 @@ async fn list_skips_keys_of_other_tenants_and_prefixes_in_a_shared_db() {
     }
     let mut c = s.client();
     c.put(put_req("mine", v::int(1))).await.unwrap();
-    let page = c
-        .list(ListRequest {
-            prefix: String::new(),
-            page_size: 100,
-            page_token: String::new(),
-            include_values: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = c.list(list_all(false)).await.unwrap().into_inner();
     assert_eq!(page.keys, vec!["mine".to_string()]);
 }
 
@@ -461,16 +453,7 @@ async fn every_rpc_works_with_the_documented_acl_user() {
     })
     .await
     .unwrap();
-    let page = c
-        .list(ListRequest {
-            prefix: String::new(),
-            page_size: 100,
-            page_token: String::new(),
-            include_values: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = c.list(list_all(true)).await.unwrap().into_inner();
     assert_eq!(page.entries.len(), 4, "{:?}", page.keys);
     c.batch_delete(pb::BatchDeleteRequest {
         keys: vec!["a".into(), "c".into()],
