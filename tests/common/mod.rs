@@ -297,19 +297,13 @@ impl TestServer {
 
     /// Waits until grpc.health.v1 says SERVING.
     pub async fn wait_serving(&self, timeout: Duration) {
-        let want = tonic_health::pb::health_check_response::ServingStatus::Serving;
-        let start = Instant::now();
-        loop {
-            let got = health_status_with(self.addr, self.tls.as_ref()).await;
-            if got == Some(want) {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "health did not become {want:?} within {timeout:?} (last: {got:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_health_with(
+            self.addr,
+            self.tls.as_ref(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            timeout,
+        )
+        .await;
     }
 
     /// A new client on its own connection, with `tls` (None: plaintext).
@@ -404,9 +398,19 @@ pub async fn wait_health(
     want: tonic_health::pb::health_check_response::ServingStatus,
     timeout: Duration,
 ) {
+    wait_health_with(addr, None, want, timeout).await;
+}
+
+/// Polls grpc.health.v1 (over TLS when `tls` is given) until it reports `want`.
+pub async fn wait_health_with(
+    addr: SocketAddr,
+    tls: Option<&ClientTls>,
+    want: tonic_health::pb::health_check_response::ServingStatus,
+    timeout: Duration,
+) {
     let start = Instant::now();
     loop {
-        let got = health_status(addr).await;
+        let got = health_status_with(addr, tls).await;
         if got == Some(want) {
             return;
         }
