@@ -159,6 +159,7 @@ fn put_op(key: &str, value: Option<pb::Value>, cond: Option<Condition>) -> Trans
             value,
             condition: cond,
             keep_ttl: false,
+            ..Default::default()
         })),
     }
 }
@@ -169,6 +170,7 @@ fn incr_op(key: &str, delta: i64) -> TransactOp {
             key: key.into(),
             delta,
             ttl: None,
+            ..Default::default()
         })),
     }
 }
@@ -252,6 +254,7 @@ async fn versions_change_on_every_write_and_never_repeat(b: Backend) {
             key: "k".into(),
             delta: 1,
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -265,6 +268,7 @@ async fn versions_change_on_every_write_and_never_repeat(b: Backend) {
     c.delete(DeleteRequest {
         key: "k".into(),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -285,6 +289,7 @@ async fn put_with_ttl_expires_the_key(b: Backend) {
         value: v::string("x"),
         ttl: ms(150),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -302,6 +307,7 @@ async fn get_reports_the_remaining_ttl(b: Backend) {
         value: v::int(1),
         ttl: ms(60_000),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -322,6 +328,7 @@ async fn put_without_ttl_clears_an_existing_expiry(b: Backend) {
         value: v::int(1),
         ttl: ms(60_000),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -353,6 +360,7 @@ async fn bad_ttls_are_invalid_argument(b: Backend) {
                 value: v::int(1),
                 ttl,
                 condition: None,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -374,6 +382,7 @@ async fn delete_reports_whether_the_key_existed(b: Backend) {
             c.delete(DeleteRequest {
                 key: "k".into(),
                 condition: None,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -485,6 +494,7 @@ async fn list_returns_every_stable_key_despite_concurrent_writes(b: Backend) {
                 w.delete(DeleteRequest {
                     key,
                     condition: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -645,6 +655,7 @@ async fn tenants_are_isolated(b: Backend) {
                 DeleteRequest {
                     key: key.into(),
                     condition: None,
+                    ..Default::default()
                 },
             ))
             .await
@@ -774,6 +785,7 @@ async fn conditional_delete_checks_before_deleting(b: Backend) {
         .delete(DeleteRequest {
             key: "k".into(),
             condition: if_version(v1 + 1),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -783,6 +795,7 @@ async fn conditional_delete_checks_before_deleting(b: Backend) {
         .delete(DeleteRequest {
             key: "k".into(),
             condition: if_version(v1),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -792,6 +805,7 @@ async fn conditional_delete_checks_before_deleting(b: Backend) {
         .delete(DeleteRequest {
             key: "k".into(),
             condition: if_exists(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -800,6 +814,7 @@ async fn conditional_delete_checks_before_deleting(b: Backend) {
         .delete(DeleteRequest {
             key: "k".into(),
             condition: if_absent(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -814,6 +829,7 @@ async fn keep_ttl_keeps_the_existing_expiry(b: Backend) {
         value: v::int(1),
         ttl: ms(60_000),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -893,6 +909,7 @@ async fn get_with_refresh_ttl_extends_the_expiry(b: Backend) {
         value: v::string("s"),
         ttl: ms(300),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -933,6 +950,7 @@ async fn increment_creates_at_zero_with_ttl_and_is_exact(b: Backend) {
             key: "n".into(),
             delta: 5,
             ttl: ms(60_000),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -949,6 +967,7 @@ async fn increment_creates_at_zero_with_ttl_and_is_exact(b: Backend) {
             key: "big".into(),
             delta: 9,
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -959,6 +978,7 @@ async fn increment_creates_at_zero_with_ttl_and_is_exact(b: Backend) {
             key: "big".into(),
             delta: -(i64::MAX - 1),
             ttl: ms(1000),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -980,6 +1000,7 @@ async fn increment_overflow_is_refused_and_changes_nothing(b: Backend) {
             key: "n".into(),
             delta: 2,
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -994,6 +1015,7 @@ async fn increment_overflow_is_refused_and_changes_nothing(b: Backend) {
             key: "m".into(),
             delta: -1,
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1014,6 +1036,7 @@ async fn increment_of_a_non_integer_names_the_stored_type(b: Backend) {
                 key: "x".into(),
                 delta: 1,
                 ttl: None,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -1068,6 +1091,7 @@ async fn batch_put_applies_items_independently(b: Backend) {
         ttl,
         condition: cond,
         keep_ttl: false,
+        ..Default::default()
     };
     let r = c
         .batch_put(BatchPutRequest {
@@ -1154,6 +1178,7 @@ async fn transact_is_all_or_nothing(b: Backend) {
                 incr_op("counter", 1),
                 put_op("offset", v::int(11), if_version(v_off + 12345)),
             ],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1176,9 +1201,11 @@ async fn transact_is_all_or_nothing(b: Backend) {
                     op: Some(Op::Delete(DeleteRequest {
                         key: "nothing".into(),
                         condition: None,
+                        ..Default::default()
                     })),
                 },
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1216,7 +1243,13 @@ async fn transact_checks_increments_before_writing(b: Backend) {
             "NOT_AN_INTEGER",
         ),
     ] {
-        let err = c.transact(TransactRequest { ops }).await.unwrap_err();
+        let err = c
+            .transact(TransactRequest {
+                ops,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert_eq!(reason(&err).0, want);
         assert!(
@@ -1231,6 +1264,7 @@ async fn transact_checks_increments_before_writing(b: Backend) {
     // Exactly reaching the maximum is allowed.
     c.transact(TransactRequest {
         ops: vec![incr_op("near-max", 2), incr_op("near-max", 3)],
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -1246,6 +1280,7 @@ async fn transact_checks_increments_before_writing(b: Backend) {
                 incr_op("neg", 4_000_000_001),
                 incr_op("neg", i64::MAX - 1_000_000_000),
             ],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1253,6 +1288,7 @@ async fn transact_checks_increments_before_writing(b: Backend) {
     let r = c
         .transact(TransactRequest {
             ops: vec![incr_op("neg", 4_000_000_001), incr_op("neg", -1)],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1280,10 +1316,12 @@ async fn transact_ops_see_earlier_ops(b: Backend) {
                     op: Some(Op::Delete(DeleteRequest {
                         key: "gone".into(),
                         condition: if_exists(),
+                        ..Default::default()
                     })),
                 },
                 put_op("gone", v::string("back"), if_absent()),
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1300,6 +1338,7 @@ async fn transact_ops_see_earlier_ops(b: Backend) {
                 put_op("n", v::int(1), if_version(v1)),
                 put_op("n", v::int(2), if_version(v1)),
             ],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1314,19 +1353,24 @@ async fn transact_over_the_limit_is_invalid_argument(b: Backend) {
     let err = c
         .transact(TransactRequest {
             ops: vec![incr_op("a", 1), incr_op("b", 1), incr_op("c", 1)],
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("--max-transaction-ops"));
     let err = c
-        .transact(TransactRequest { ops: vec![] })
+        .transact(TransactRequest {
+            ops: vec![],
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
         .transact(TransactRequest {
             ops: vec![TransactOp { op: None }],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -1385,6 +1429,7 @@ async fn concurrent_increments_sum_exactly(b: Backend) {
                     key: "sum".into(),
                     delta: t * 1000 + i,
                     ttl: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -1407,6 +1452,7 @@ async fn readers_never_see_a_partial_transaction(b: Backend) {
     // Invariant kept by every transaction: a + b == 0.
     c.transact(TransactRequest {
         ops: vec![put_op("a", v::int(0), None), put_op("b", v::int(0), None)],
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -1415,6 +1461,7 @@ async fn readers_never_see_a_partial_transaction(b: Backend) {
         for i in 1..=300i64 {
             w.transact(TransactRequest {
                 ops: vec![incr_op("a", i), incr_op("b", -i)],
+                ..Default::default()
             })
             .await
             .unwrap();

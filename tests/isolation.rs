@@ -319,6 +319,7 @@ async fn every_rpc(c: &mut Client, creds: &Creds, key: &str) -> Vec<Outcome> {
                 value: string("intruder"),
                 ttl: ms(3_600_000),
                 condition: None,
+                ..Default::default()
             }))
             .await,
         ),
@@ -330,6 +331,7 @@ async fn every_rpc(c: &mut Client, creds: &Creds, key: &str) -> Vec<Outcome> {
                 key: format!("{k}#n"),
                 delta: 1,
                 ttl: None,
+                ..Default::default()
             }))
             .await,
         ),
@@ -358,6 +360,7 @@ async fn every_rpc(c: &mut Client, creds: &Creds, key: &str) -> Vec<Outcome> {
                         ..Default::default()
                     })),
                 }],
+                ..Default::default()
             }))
             .await,
         ),
@@ -368,6 +371,7 @@ async fn every_rpc(c: &mut Client, creds: &Creds, key: &str) -> Vec<Outcome> {
             c.delete(creds.req(DeleteRequest {
                 key: k.clone(),
                 condition: None,
+                ..Default::default()
             }))
             .await,
         ),
@@ -907,6 +911,7 @@ async fn oversize_inputs_are_invalid_argument_naming_the_limit(b: Backend) {
                         op: Some(Op::Put(put(&format!("k{i}"), v::int(i)))),
                     })
                     .collect(),
+                ..Default::default()
             }),
         )
         .await

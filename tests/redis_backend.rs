@@ -92,6 +92,7 @@ async fn keys_are_strings_with_a_header_under_prefix_tenant_key() {
             value: v::string("é"),
             ttl: common::ms(60_000),
             condition: None,
+            ..Default::default()
         },
     ))
     .await
@@ -183,6 +184,7 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
             key: "other-hash".into(),
             delta: 1,
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -193,6 +195,7 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
         .delete(DeleteRequest {
             key: "plain-string".into(),
             condition: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -377,6 +380,7 @@ async fn every_rpc_works_with_the_documented_acl_user() {
             kind: Some(pb::condition::Kind::IfVersion(put.version)),
         }),
         keep_ttl: true,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -385,6 +389,7 @@ async fn every_rpc_works_with_the_documented_acl_user() {
         value: v::string("x"),
         ttl: common::ms(60_000),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -413,6 +418,7 @@ async fn every_rpc_works_with_the_documented_acl_user() {
             key: "n".into(),
             delta: 5,
             ttl: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -447,9 +453,11 @@ async fn every_rpc_works_with_the_documented_acl_user() {
                 op: Some(pb::transact_op::Op::Delete(DeleteRequest {
                     key: "b".into(),
                     condition: None,
+                    ..Default::default()
                 })),
             },
         ],
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -463,6 +471,7 @@ async fn every_rpc_works_with_the_documented_acl_user() {
     c.delete(DeleteRequest {
         key: "t".into(),
         condition: None,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -491,6 +491,7 @@ async fn call(
                     value: value(),
                     condition: None,
                     keep_ttl: false,
+                    ..Default::default()
                 }))
                 .await?;
             Ok(Outcome {
@@ -506,6 +507,7 @@ async fn call(
                     value: value(),
                     ttl: Some(to_pb_duration(plan.args.ttl)),
                     condition: None,
+                    ..Default::default()
                 }))
                 .await?;
             Ok(Outcome {
@@ -520,6 +522,7 @@ async fn call(
                     key: format!("ctr:{:012}", rng.below(keys)),
                     delta: 1,
                     ttl: None,
+                    ..Default::default()
                 }))
                 .await?;
             Ok(Outcome {
