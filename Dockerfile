@@ -6,9 +6,11 @@
 #   docker run --rm -p 50051:50051 -p 9090:9090 \
 #     -e STATE_REDIS_URL=redis://redis:6379 state-service:dev
 #
-# Two stages: a Rust builder whose dependency layer is cached apart from the
-# sources (editing src/ recompiles only this crate), and a distroless runtime
-# with glibc + libgcc and no shell, running as an unprivileged user.
+# Two stages: a Rust builder and a distroless runtime with glibc + libgcc and
+# no shell, running as an unprivileged user. The builder keeps the crate
+# registry and target/ in BuildKit cache mounts, so a rebuild after editing
+# src/ recompiles only this crate — no stub sources, and the workspace's other
+# members (the load generator, the Rust client) are never built.
 #
 # tests/deploy_artifacts.rs parses the final stage's ENV, EXPOSE, ENTRYPOINT
 # and HEALTHCHECK, starts the real binary with exactly that ENV and runs the
@@ -20,28 +22,12 @@ ARG RUST_VERSION=1.88
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /build
 
-# 1. Dependency layer: manifests, build script, proto and benches (cargo wants
-#    the file of every declared target) with stub sources. Rebuilt only when
-#    those change. protoc comes from the protoc-bin-vendored crate: no apt
-#    packages.
-COPY Cargo.toml Cargo.lock build.rs ./
-COPY proto ./proto
-COPY benches ./benches
-RUN mkdir -p src/bin \
- && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > src/bin/loadgen.rs \
- && touch src/lib.rs \
- && cargo build --release --locked --bin state-service \
- && rm -rf src \
-    target/release/state-service* \
-    target/release/deps/state_service-* \
-    target/release/deps/libstate_service-* \
-    target/release/.fingerprint/state-service-*
-
-# 2. Sources. COPY keeps the files' own mtimes, which may be older than the
-#    stub build above, so the fingerprints of this crate were removed there.
-COPY src ./src
-RUN cargo build --release --locked --bin state-service \
+# The whole workspace: cargo needs every member's manifest to resolve it.
+# protoc comes from the protoc-bin-vendored crate: no apt packages.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/build/target \
+    cargo build --release --locked -p state-service --bin state-service \
  && install -D -m 0755 target/release/state-service /out/state-service
 
 ############################ runtime ############################

@@ -74,7 +74,7 @@ fi
 command -v nutcracker >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
 
 log "building state-service and state-loadgen (release)"
-cargo build --release --locked --bin state-service --bin state-loadgen >&2
+cargo build --release --locked -p state-service --bin state-service -p state-loadgen >&2
 SVC_BIN=$ROOT/target/release/state-service
 LOADGEN=$ROOT/target/release/state-loadgen
 

@@ -39,6 +39,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo nextest run"
-cargo nextest run --locked --all-targets --no-fail-fast "$@"
+cargo nextest run --workspace --locked --all-targets --no-fail-fast "$@"

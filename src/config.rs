@@ -420,7 +420,4 @@ impl Config {
     }
 }
 
-/// Parses durations such as `500ms`, `2s` or `1m 30s`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
-}
+use crate::duration::parse as parse_duration;

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod hash_token_cmd;
 pub mod health_cmd;

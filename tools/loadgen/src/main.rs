@@ -27,7 +27,10 @@ use hdrhistogram::Histogram;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value as Json, json};
-use state_service::pb::{self, state_service_client::StateServiceClient, value::Kind};
+use state_service::{
+    duration,
+    pb::{self, state_service_client::StateServiceClient, value::Kind},
+};
 use tokio::sync::Semaphore;
 use tonic::{
     Request,
@@ -78,11 +81,11 @@ struct Args {
     value_size: usize,
 
     /// TTL of PutWithTtl writes. Default: 60 s.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = duration::parse)]
     ttl: Duration,
 
     /// How long to measure (after the warm-up). Ignored when --requests is given.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
     duration: Duration,
 
     /// Stop after this many measured requests instead of after --duration.
@@ -91,7 +94,7 @@ struct Args {
 
     /// Load sent before measuring starts (connections warm, Redis scripts
     /// loaded, allocator settled); not counted. Default: 1 s.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
     warmup: Duration,
 
     /// Fixed-rate mode: send this many requests per second in total (open
@@ -109,11 +112,11 @@ struct Args {
     tenant: Option<String>,
 
     /// Deadline of each request (sent as grpc-timeout). Default: 5 s.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = duration::parse)]
     timeout: Duration,
 
     /// How long to keep trying to connect before giving up. Default: 10 s.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = duration::parse)]
     connect_timeout: Duration,
 
     /// Runtime threads. 1 (the default) runs everything on one thread, with
@@ -127,10 +130,6 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -505,7 +504,7 @@ async fn call(
                 .put_with_ttl(plan.request(pb::PutWithTtlRequest {
                     key: key_name(rng.below(keys)),
                     value: value(),
-                    ttl: Some(to_pb_duration(plan.args.ttl)),
+                    ttl: Some(duration::to_proto(plan.args.ttl)),
                     condition: None,
                     ..Default::default()
                 }))
@@ -574,13 +573,6 @@ async fn call(
                 found: 0,
             })
         }
-    }
-}
-
-fn to_pb_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
     }
 }
 

@@ -3,6 +3,8 @@
 //! failures by status code instead of hiding them. Nothing here asserts on
 //! speed.
 
+// The service's own test harness, shared rather than copied.
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
