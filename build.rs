@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .emit_rerun_if_changed(false)
+        // Decode errors are INVALID_ARGUMENT, not tonic's INTERNAL.
+        .codec_path("crate::api::codec::ProstCodec")
         .file_descriptor_set_path(out_dir.join("stateservice_descriptor.bin"))
         .compile_protos(
             &[PROTO],

@@ -10,8 +10,8 @@ use std::{collections::HashMap, hint::black_box};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use state_service::{
     pb::{Value, ValueList, ValueMap, value::Kind},
+    store::Keyspace,
     store::codec::{decode, encode},
-    tenancy::{Namespace, TenantId},
 };
 
 fn v(kind: Kind) -> Value {
@@ -72,10 +72,7 @@ fn codec(c: &mut Criterion) {
 }
 
 fn keys(c: &mut Criterion) {
-    let ns = Namespace::new(
-        "state",
-        TenantId::parse("team-a.prod").expect("a valid tenant id"),
-    );
+    let ns = Keyspace::new("state").namespace("team-a.prod");
     let mut group = c.benchmark_group("storage_key");
     for (name, key) in [
         ("16B", "key:000000012345".to_string()),

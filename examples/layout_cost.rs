@@ -17,8 +17,10 @@ use std::{
 
 use state_service::{
     pb::{self, value::Kind},
-    store::{Condition, OpKind, RedisStore, Store, WriteOp, redis::ConnSettings},
-    tenancy::{Namespace, TenantId},
+    store::{
+        Condition, DeleteOp, Expiry, IncrementOp, Keyspace, PutOp, RedisStore, Store, WriteOp,
+        redis::ConnSettings,
+    },
 };
 
 type Stats = BTreeMap<String, (u64, f64)>;
@@ -110,22 +112,20 @@ async fn main() {
     };
     let store = RedisStore::new(&url, &settings, Duration::from_secs(5)).unwrap();
     store.ping().await.unwrap();
-    let ns = Namespace::new("state", TenantId::parse("bench").unwrap());
+    let ns = Keyspace::new("state").namespace("bench");
     let value = pb::Value {
         kind: Some(Kind::BytesValue(vec![b'x'; 64])),
     };
-    let put = |key: String, condition| WriteOp {
+    let put = |key: String, condition| PutOp {
         key,
-        kind: OpKind::Put {
-            value: value.clone(),
-            ttl: None,
-            keep_ttl: false,
-        },
+        value: value.clone(),
+        expiry: Expiry::Never,
         condition,
+        request_id: None,
     };
     // Warm up (script load).
     store
-        .transact(&ns, vec![put("warm".into(), Condition::None)])
+        .put(&ns, put("warm".into(), Condition::None))
         .await
         .unwrap();
 
@@ -153,23 +153,18 @@ async fn main() {
         .query_async::<Option<Vec<u8>>>(&mut c)
         .await);
     phase!("Put", |i| store
-        .transact(&ns, vec![put(format!("k{i}"), Condition::None)])
+        .put(&ns, put(format!("k{i}"), Condition::None))
         .await);
     phase!("Put if_version (CAS)", |i| store
-        .transact(&ns, vec![put(format!("k{i}"), Condition::IfVersion(1))])
+        .put(&ns, put(format!("k{i}"), Condition::IfVersion(1)))
         .await);
     phase!("PutWithTtl", |i| store
-        .transact(
+        .put(
             &ns,
-            vec![WriteOp {
-                key: format!("t{i}"),
-                kind: OpKind::Put {
-                    value: value.clone(),
-                    ttl: Some(Duration::from_secs(600)),
-                    keep_ttl: false
-                },
-                condition: Condition::None
-            }]
+            PutOp {
+                expiry: Expiry::After(Duration::from_secs(600)),
+                ..put(format!("t{i}"), Condition::None)
+            }
         )
         .await);
     phase!("Get", |i| store.get(&ns, &format!("k{i}"), None).await);
@@ -177,28 +172,34 @@ async fn main() {
         .get(&ns, &format!("t{i}"), Some(Duration::from_secs(600)))
         .await);
     phase!("Increment", |i| store
-        .transact(
+        .increment(
             &ns,
-            vec![WriteOp {
+            IncrementOp {
                 key: format!("n{}", i % 100),
-                kind: OpKind::Increment {
-                    delta: 1,
-                    ttl: None
-                },
-                condition: Condition::None
-            }]
+                delta: 1,
+                ttl: None,
+                request_id: None,
+            }
         )
         .await);
     phase!("Delete", |i| store
-        .batch_delete(&ns, &[format!("k{i}")])
+        .delete(
+            &ns,
+            DeleteOp {
+                key: format!("k{i}"),
+                condition: Condition::None,
+                request_id: None,
+            }
+        )
         .await);
     phase!("Transact (2 puts)", |i| store
         .transact(
             &ns,
             vec![
-                put(format!("a{i}"), Condition::None),
-                put(format!("b{i}"), Condition::None)
-            ]
+                WriteOp::Put(put(format!("a{i}"), Condition::None)),
+                WriteOp::Put(put(format!("b{i}"), Condition::None))
+            ],
+            None
         )
         .await);
     // Batches: per key, so that they compare with the single commands.
@@ -214,7 +215,7 @@ async fn main() {
             .into_iter()
             .map(|k| put(k, Condition::None))
             .collect();
-        let _ = store.apply_each(&ns, ops).await;
+        let _ = store.batch_put(&ns, ops).await;
     }
     let (cmds, usec) = diff(&before, &stats(&mut raw).await, n);
     rows.push(("BatchPut of 100 (per key)", cmds, usec));

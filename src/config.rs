@@ -97,28 +97,105 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything the server needs to run.
+/// Everything the server needs to run, grouped by concern. Every field is a
+/// flag with a `STATE_*` environment variable; `--help` shows the groups.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    #[command(flatten)]
+    pub server: ServerConfig,
+    #[command(flatten)]
+    pub storage: StorageConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    pub tls: TlsConfig,
+    #[command(flatten)]
+    pub limits: LimitsConfig,
+    #[command(flatten)]
+    pub tenancy: TenancyConfig,
+}
+
+/// The process: where it listens, how it runs, logs and stops.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServerConfig {
     /// Address the gRPC server listens on.
     #[arg(long, env = "STATE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Threads of the async runtime that runs the server. 1 runs everything
+    /// on one thread, which costs the least CPU per request (no wake-ups
+    /// across threads) but uses at most one core; more spreads connections
+    /// over that many threads. Default: 1 with at most 2 CPUs, else one per
+    /// CPU.
+    #[arg(long, env = "STATE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
+    /// Interval of the background backend check (Redis PING) that drives the
+    /// health status.
+    #[arg(long, env = "STATE_HEALTH_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub health_check_interval: Duration,
+
+    /// Maximum time to finish in-flight requests after SIGTERM/SIGINT.
+    #[arg(long, env = "STATE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format; the level comes from RUST_LOG (default: info).
+    #[arg(long, env = "STATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Address of the Prometheus metrics endpoint (HTTP, any path). Absent:
+    /// no metrics are exported. The container image sets 0.0.0.0:9090.
+    #[arg(long, env = "STATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Label request metrics with the tenant id. Off by default: every
+    /// tenant multiplies the number of series.
+    #[arg(long, env = "STATE_METRICS_TENANT_LABELS", default_value_t = false)]
+    pub metrics_tenant_labels: bool,
+}
+
+/// Where state lives, whatever the backend.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Storage")]
+pub struct StorageConfig {
+    /// Prefix of every storage key: keys are `<key-prefix>:<tenant>:<key>`.
+    /// Must not contain `{`, `}`, `*`, `?`, `[`, `]` or `\`.
+    #[arg(long, env = "STATE_KEY_PREFIX", default_value = "state")]
+    pub key_prefix: String,
+
+    /// Memory budget of the embedded in-memory backend (no --redis-url), in
+    /// bytes of keys and values plus a per-key overhead. While it holds more,
+    /// writes that store data are refused with RESOURCE_EXHAUSTED (as Redis
+    /// does at maxmemory with noeviction); reads, deletes and expiry changes
+    /// keep working.
+    #[arg(long, env = "STATE_MEMORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub memory_max_bytes: usize,
+}
+
+/// The Redis backend.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Redis")]
+pub struct RedisConfig {
     /// Redis URL: redis://[user:password@]host:port[/db] or rediss:// for TLS.
     /// Absent: the embedded in-memory backend (state is neither shared between
     /// instances nor durable).
     #[arg(long, env = "STATE_REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// Prefix of every Redis key: keys are `<key-prefix>:<tenant>:<key>`.
-    /// Must not contain `{`, `}`, `*`, `?`, `[`, `]` or `\`.
-    #[arg(long, env = "STATE_KEY_PREFIX", default_value = "state")]
-    pub key_prefix: String,
+    /// Redis password, overriding any password in --redis-url (keeps the
+    /// secret out of the URL, e.g. from a Kubernetes Secret as env).
+    #[arg(long, env = "STATE_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<Secret>,
 
-    /// Tenant used when a request carries no `x-tenant-id` header, in header
-    /// mode only (no --tenants-file and no --tls-client-ca).
-    #[arg(long, env = "STATE_DEFAULT_TENANT", default_value = "default")]
-    pub default_tenant: String,
+    /// File holding the Redis password (trailing newline ignored), e.g. a
+    /// mounted Kubernetes Secret. Takes precedence over --redis-password.
+    #[arg(long, env = "STATE_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// Redis ACL user name, overriding any user in --redis-url.
+    #[arg(long, env = "STATE_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
 
     /// Number of multiplexed Redis connections requests are spread over
     /// (each one pipelines many concurrent requests). Fewer sockets carry
@@ -141,26 +218,67 @@ pub struct Config {
     #[arg(long, env = "STATE_REDIS_POOL_WAIT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_pool_wait_timeout: Duration,
 
-    /// Interval of the background Redis PING that drives the health status.
-    #[arg(long, env = "STATE_HEALTH_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
-    pub health_check_interval: Duration,
+    /// CA certificates (PEM) to verify a `rediss://` Redis against, instead
+    /// of the system trust store.
+    #[arg(long, env = "STATE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 
-    /// Maximum time to finish in-flight requests after SIGTERM/SIGINT.
-    #[arg(long, env = "STATE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
+    /// Client certificate (PEM) presented to a `rediss://` Redis that
+    /// requires one (`tls-auth-clients yes`); requires --redis-client-key.
+    #[arg(long, env = "STATE_REDIS_CLIENT_CERT", requires = "redis_client_key")]
+    pub redis_client_cert: Option<PathBuf>,
 
-    /// Log format; the level comes from RUST_LOG (default: info).
-    #[arg(long, env = "STATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
-    pub log_format: LogFormat,
+    /// Private key (PEM) of --redis-client-cert.
+    #[arg(long, env = "STATE_REDIS_CLIENT_KEY", requires = "redis_client_cert")]
+    pub redis_client_key: Option<PathBuf>,
+}
 
+/// TLS of the gRPC server.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsConfig {
+    /// Server certificate chain (PEM) for gRPC over TLS; requires --tls-key.
+    /// Absent: plaintext HTTP/2. Reloaded like the tenants file; new
+    /// connections get the new certificate.
+    #[arg(long, env = "STATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM, PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "STATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that sign client certificates (mTLS); requires
+    /// --tls-cert. A verified client certificate authenticates the tenant
+    /// named by its subject CN. Certificates stay optional at the TLS layer so
+    /// health probes connect without one.
+    #[arg(long, env = "STATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// What one request may ask for. Each limit is enforced with
+/// INVALID_ARGUMENT naming its flag.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct LimitsConfig {
     /// Maximum key length in bytes.
     #[arg(long, env = "STATE_MAX_KEY_BYTES", default_value_t = 1024)]
     pub max_key_bytes: usize,
 
-    /// Maximum encoded value size in bytes (the gRPC message size limit is
-    /// derived from it).
+    /// Maximum encoded value size in bytes.
     #[arg(long, env = "STATE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     pub max_value_bytes: usize,
+
+    /// Largest request message in bytes (a BatchPut carries many values).
+    /// Must leave room for one value of --max-value-bytes and its key.
+    #[arg(long, env = "STATE_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Largest BatchGet response or List page in bytes (keys, values and
+    /// their metadata). The default matches what gRPC clients accept by
+    /// default (4 MiB); a BatchGet that would exceed it is refused with
+    /// FAILED_PRECONDITION (RESPONSE_TOO_LARGE), a List page ends early.
+    #[arg(long, env = "STATE_MAX_RESPONSE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_response_bytes: usize,
 
     /// Maximum items in one BatchGet, BatchPut or BatchDelete.
     #[arg(long, env = "STATE_MAX_BATCH_ITEMS", default_value_t = 1000)]
@@ -178,29 +296,36 @@ pub struct Config {
     #[arg(long, env = "STATE_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u32,
 
-    /// Address of the Prometheus metrics endpoint (HTTP, any path). Absent:
-    /// no metrics are exported. The container image sets 0.0.0.0:9090.
-    #[arg(long, env = "STATE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
+    /// Longest TTL a write, Expire or Get refresh_ttl may set. At most 1000
+    /// years: the storage header holds expiry times up to the year 5138.
+    #[arg(long, env = "STATE_MAX_TTL", default_value = "10years", value_parser = parse_duration)]
+    pub max_ttl: Duration,
 
-    /// Label request metrics with the tenant id. Off by default: every
-    /// tenant multiplies the number of series.
-    #[arg(long, env = "STATE_METRICS_TENANT_LABELS", default_value_t = false)]
-    pub metrics_tenant_labels: bool,
+    /// Longest request_id (idempotency key) in bytes.
+    #[arg(long, env = "STATE_MAX_REQUEST_ID_BYTES", default_value_t = 128)]
+    pub max_request_id_bytes: usize,
 
-    /// Redis password, overriding any password in --redis-url (keeps the
-    /// secret out of the URL, e.g. from a Kubernetes Secret as env).
-    #[arg(long, env = "STATE_REDIS_PASSWORD", hide_env_values = true)]
-    pub redis_password: Option<Secret>,
+    /// Largest request metadata (headers) in bytes, counted as HTTP/2 does
+    /// (name + value + 32 per entry). Above it: INVALID_ARGUMENT; more than
+    /// 4 KiB above it, HTTP/2 refuses the headers before they are decoded.
+    #[arg(long, env = "STATE_MAX_METADATA_BYTES", default_value_t = 8 * 1024)]
+    pub max_metadata_bytes: usize,
 
-    /// File holding the Redis password (trailing newline ignored), e.g. a
-    /// mounted Kubernetes Secret. Takes precedence over --redis-password.
-    #[arg(long, env = "STATE_REDIS_PASSWORD_FILE")]
-    pub redis_password_file: Option<PathBuf>,
+    /// Most StateService requests processed at once by this process; beyond
+    /// it requests are refused at once with RESOURCE_EXHAUSTED (and a
+    /// RetryInfo) rather than queued. Health and reflection are not counted.
+    #[arg(long, env = "STATE_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+}
 
-    /// Redis ACL user name, overriding any user in --redis-url.
-    #[arg(long, env = "STATE_REDIS_USERNAME")]
-    pub redis_username: Option<String>,
+/// Who may call, and how callers are told apart.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Tenancy")]
+pub struct TenancyConfig {
+    /// Tenant used when a request carries no `x-tenant-id` header, in header
+    /// mode only (no --tenants-file and no --tls-client-ca).
+    #[arg(long, env = "STATE_DEFAULT_TENANT", default_value = "default")]
+    pub default_tenant: String,
 
     /// Tenants file (TOML): tenants, their API tokens as SHA-256 hashes with
     /// scopes (read, write, admin), optional rate limits. When set, every
@@ -216,57 +341,6 @@ pub struct Config {
     #[arg(long, env = "STATE_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reload_interval: Duration,
 
-    /// Server certificate chain (PEM) for gRPC over TLS; requires --tls-key.
-    /// Absent: plaintext HTTP/2. Reloaded like the tenants file; new
-    /// connections get the new certificate.
-    #[arg(long, env = "STATE_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// Private key (PEM, PKCS#8, PKCS#1 or SEC1) of --tls-cert.
-    #[arg(long, env = "STATE_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// CA certificates (PEM) that sign client certificates (mTLS); requires
-    /// --tls-cert. A verified client certificate authenticates the tenant
-    /// named by its subject CN. Certificates stay optional at the TLS layer so
-    /// health probes connect without one.
-    #[arg(long, env = "STATE_TLS_CLIENT_CA", requires = "tls_cert")]
-    pub tls_client_ca: Option<PathBuf>,
-
-    /// CA certificates (PEM) to verify a `rediss://` Redis against, instead
-    /// of the system trust store.
-    #[arg(long, env = "STATE_REDIS_CA_FILE")]
-    pub redis_ca_file: Option<PathBuf>,
-
-    /// Client certificate (PEM) presented to a `rediss://` Redis that
-    /// requires one (`tls-auth-clients yes`); requires --redis-client-key.
-    #[arg(long, env = "STATE_REDIS_CLIENT_CERT", requires = "redis_client_key")]
-    pub redis_client_cert: Option<PathBuf>,
-
-    /// Private key (PEM) of --redis-client-cert.
-    #[arg(long, env = "STATE_REDIS_CLIENT_KEY", requires = "redis_client_cert")]
-    pub redis_client_key: Option<PathBuf>,
-
-    /// Most StateService requests processed at once by this process; beyond
-    /// it requests are refused at once with RESOURCE_EXHAUSTED (and a
-    /// RetryInfo) rather than queued. Health and reflection are not counted.
-    #[arg(long, env = "STATE_MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
-    pub max_concurrent_requests: usize,
-
-    /// Threads of the async runtime that runs the server. 1 runs everything
-    /// on one thread, which costs the least CPU per request (no wake-ups
-    /// across threads) but uses at most one core; more spreads connections
-    /// over that many threads. Default: 1 with at most 2 CPUs, else one per
-    /// CPU.
-    #[arg(long, env = "STATE_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
-
-    /// Largest request metadata (headers) in bytes, counted as HTTP/2 does
-    /// (name + value + 32 per entry). Above it: INVALID_ARGUMENT; more than
-    /// 4 KiB above it, HTTP/2 refuses the headers before they are decoded.
-    #[arg(long, env = "STATE_MAX_METADATA_BYTES", default_value_t = 8 * 1024)]
-    pub max_metadata_bytes: usize,
-
     /// Secret that signs List page tokens (HMAC-SHA256), so that clients can
     /// neither craft nor alter them. Every instance behind one address needs
     /// the same secret; changing it invalidates outstanding tokens. Absent:
@@ -280,125 +354,220 @@ pub struct Config {
     pub page_token_secret_file: Option<PathBuf>,
 }
 
+/// Why the configuration cannot be used; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value, or a combination of values, that cannot work.
+    #[error("{flag}: {reason}")]
+    Invalid { flag: &'static str, reason: String },
+    /// A file a flag names cannot be read.
+    #[error("cannot read {flag} {}: {source}", path.display())]
+    Unreadable {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file a flag names has unusable content (the message says why,
+    /// never quoting secrets).
+    #[error("{flag}: {reason}")]
+    BadFile { flag: &'static str, reason: String },
+}
+
+fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+/// The longest --max-ttl accepted: the storage header's 14-digit expiry in
+/// Unix ms reaches the year 5138, and this keeps every TTL far inside it.
+pub const MAX_TTL_CEILING: Duration = Duration::from_secs(1000 * 365 * 24 * 3600);
+
+/// Headroom above one value and its key for the rest of a request message.
+pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
 impl Config {
     /// Checks values clap cannot check on its own.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.key_prefix.is_empty() {
-            return Err("--key-prefix must not be empty".into());
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (server, storage, redis, tls, limits, tenancy) = (
+            &self.server,
+            &self.storage,
+            &self.redis,
+            &self.tls,
+            &self.limits,
+            &self.tenancy,
+        );
+        if storage.key_prefix.is_empty() {
+            return Err(invalid("--key-prefix", "must not be empty"));
         }
-        if let Some(c) = self
+        if let Some(c) = storage
             .key_prefix
             .chars()
             .find(|c| matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\'))
         {
-            return Err(format!(
-                "--key-prefix must not contain {c:?}: braces would move the Redis Cluster hash slot \
-                 and glob characters would break List"
+            return Err(invalid(
+                "--key-prefix",
+                format!(
+                    "must not contain {c:?}: braces would move the Redis Cluster hash slot and \
+                     glob characters would break List"
+                ),
             ));
         }
-        crate::tenancy::TenantId::parse(&self.default_tenant)
-            .map_err(|e| format!("--default-tenant: {e}"))?;
-        if self.redis_pool_size == 0 {
-            return Err("--redis-pool-size must be at least 1".into());
+        crate::tenancy::TenantId::parse(&tenancy.default_tenant)
+            .map_err(|e| invalid("--default-tenant", e))?;
+        if redis.redis_pool_size == 0 {
+            return Err(invalid("--redis-pool-size", "must be at least 1"));
         }
-        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
-            return Err("--max-key-bytes and --max-value-bytes must be at least 1".into());
+        if limits.max_key_bytes == 0 {
+            return Err(invalid("--max-key-bytes", "must be at least 1"));
         }
-        if self.max_batch_items == 0 || self.max_transaction_ops == 0 {
-            return Err("--max-batch-items and --max-transaction-ops must be at least 1".into());
+        if limits.max_value_bytes == 0 {
+            return Err(invalid("--max-value-bytes", "must be at least 1"));
         }
-        if self.worker_threads == Some(0) {
-            return Err("--worker-threads must be at least 1".into());
+        let one_value = limits
+            .max_value_bytes
+            .saturating_add(limits.max_key_bytes)
+            .saturating_add(MESSAGE_OVERHEAD);
+        if limits.max_request_bytes < one_value {
+            return Err(invalid(
+                "--max-request-bytes",
+                format!(
+                    "must be at least --max-value-bytes + --max-key-bytes + 64 KiB ({one_value}) \
+                     so that the largest value fits one request"
+                ),
+            ));
         }
-        if self.max_concurrent_requests == 0 {
-            return Err("--max-concurrent-requests must be at least 1".into());
+        if limits.max_response_bytes < one_value {
+            return Err(invalid(
+                "--max-response-bytes",
+                format!(
+                    "must be at least --max-value-bytes + --max-key-bytes + 64 KiB ({one_value}) \
+                     so that the largest value can be read"
+                ),
+            ));
         }
-        if self.max_metadata_bytes < 1024 || self.max_metadata_bytes > 1024 * 1024 {
-            return Err(
-                "--max-metadata-bytes must be between 1024 and 1048576 (gRPC's own headers \
-                 take a few hundred bytes)"
-                    .into(),
-            );
+        if limits.max_batch_items == 0 {
+            return Err(invalid("--max-batch-items", "must be at least 1"));
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("--tls-cert and --tls-key must be given together".into());
+        if limits.max_transaction_ops == 0 {
+            return Err(invalid("--max-transaction-ops", "must be at least 1"));
         }
-        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
-            return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
+        if limits.max_ttl < Duration::from_millis(1) || limits.max_ttl > MAX_TTL_CEILING {
+            return Err(invalid(
+                "--max-ttl",
+                "must be between 1ms and 1000 years (the storage header holds expiry times up \
+                 to the year 5138)",
+            ));
         }
-        let tls_redis = self.redis_ca_file.is_some() || self.redis_client_cert.is_some();
+        if limits.max_request_id_bytes == 0 || limits.max_request_id_bytes > 1024 {
+            return Err(invalid(
+                "--max-request-id-bytes",
+                "must be between 1 and 1024",
+            ));
+        }
+        if server.worker_threads == Some(0) {
+            return Err(invalid("--worker-threads", "must be at least 1"));
+        }
+        if limits.max_concurrent_requests == 0 {
+            return Err(invalid("--max-concurrent-requests", "must be at least 1"));
+        }
+        if limits.max_metadata_bytes < 1024 || limits.max_metadata_bytes > 1024 * 1024 {
+            return Err(invalid(
+                "--max-metadata-bytes",
+                "must be between 1024 and 1048576 (gRPC's own headers take a few hundred bytes)",
+            ));
+        }
+        if tls.tls_cert.is_some() != tls.tls_key.is_some() {
+            return Err(invalid(
+                "--tls-cert",
+                "--tls-cert and --tls-key must be given together",
+            ));
+        }
+        if tls.tls_client_ca.is_some() && tls.tls_cert.is_none() {
+            return Err(invalid("--tls-client-ca", "needs --tls-cert and --tls-key"));
+        }
+        let tls_redis = redis.redis_ca_file.is_some() || redis.redis_client_cert.is_some();
         if tls_redis
-            && !self
+            && !redis
                 .redis_url
                 .as_deref()
                 .is_some_and(|u| u.starts_with("rediss://"))
         {
-            return Err(
-                "--redis-ca-file and --redis-client-cert need a rediss:// --redis-url".into(),
-            );
+            return Err(invalid(
+                "--redis-ca-file",
+                "--redis-ca-file and --redis-client-cert need a rediss:// --redis-url",
+            ));
         }
-        if self.redis_client_cert.is_some() != self.redis_client_key.is_some() {
-            return Err("--redis-client-cert and --redis-client-key must be given together".into());
+        if redis.redis_client_cert.is_some() != redis.redis_client_key.is_some() {
+            return Err(invalid(
+                "--redis-client-cert",
+                "--redis-client-cert and --redis-client-key must be given together",
+            ));
         }
-        if self.default_page_size == 0 || self.max_page_size == 0 {
-            return Err("--default-page-size and --max-page-size must be at least 1".into());
+        if limits.default_page_size == 0 || limits.max_page_size == 0 {
+            return Err(invalid(
+                "--default-page-size",
+                "--default-page-size and --max-page-size must be at least 1",
+            ));
         }
-        if self.default_page_size > self.max_page_size {
-            return Err(format!(
-                "--default-page-size ({}) must not exceed --max-page-size ({})",
-                self.default_page_size, self.max_page_size
+        if limits.default_page_size > limits.max_page_size {
+            return Err(invalid(
+                "--default-page-size",
+                format!(
+                    "{} must not exceed --max-page-size ({})",
+                    limits.default_page_size, limits.max_page_size
+                ),
             ));
         }
         for (name, d) in [
-            ("--redis-connect-timeout", self.redis_connect_timeout),
-            ("--redis-command-timeout", self.redis_command_timeout),
-            ("--redis-pool-wait-timeout", self.redis_pool_wait_timeout),
-            ("--health-check-interval", self.health_check_interval),
-            ("--reload-interval", self.reload_interval),
+            ("--redis-connect-timeout", redis.redis_connect_timeout),
+            ("--redis-command-timeout", redis.redis_command_timeout),
+            ("--redis-pool-wait-timeout", redis.redis_pool_wait_timeout),
+            ("--health-check-interval", server.health_check_interval),
+            ("--reload-interval", tenancy.reload_interval),
         ] {
             if d.is_zero() {
-                return Err(format!("{name} must be greater than zero"));
+                return Err(invalid(name, "must be greater than zero"));
             }
         }
         Ok(())
     }
 
     /// The Redis password from --redis-password-file or --redis-password, if any.
-    pub fn redis_password(&self) -> Result<Option<String>, String> {
-        if let Some(path) = &self.redis_password_file {
-            let raw = std::fs::read_to_string(path).map_err(|e| {
-                format!("cannot read --redis-password-file {}: {e}", path.display())
-            })?;
+    pub fn redis_password(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(path) = &self.redis.redis_password_file {
+            let raw = read_text("--redis-password-file", path)?;
             return Ok(Some(raw.trim_end_matches(['\r', '\n']).to_string()));
         }
-        Ok(self.redis_password.as_ref().map(|s| s.expose().to_string()))
+        Ok(self
+            .redis
+            .redis_password
+            .as_ref()
+            .map(|s| s.expose().to_string()))
     }
 
     /// The page token secret from --page-token-secret-file or
     /// --page-token-secret, if any. An empty secret is refused: it would sign
     /// tokens anyone can forge.
-    pub fn page_token_secret(&self) -> Result<Option<Vec<u8>>, String> {
-        let secret = match &self.page_token_secret_file {
+    pub fn page_token_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let secret = match &self.tenancy.page_token_secret_file {
             Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        format!(
-                            "cannot read --page-token-secret-file {}: {e}",
-                            path.display()
-                        )
-                    })?
+                read_text("--page-token-secret-file", path)?
                     .trim_end_matches(['\r', '\n'])
                     .to_string(),
             ),
             None => self
+                .tenancy
                 .page_token_secret
                 .as_ref()
                 .map(|s| s.expose().to_string()),
         };
         match secret {
-            Some(s) if s.len() < 16 => {
-                Err("the page token secret must be at least 16 bytes (use 32 random bytes)".into())
-            }
+            Some(s) if s.len() < 16 => Err(invalid(
+                "--page-token-secret",
+                "the page token secret must be at least 16 bytes (use 32 random bytes)",
+            )),
             Some(s) => Ok(Some(s.into_bytes())),
             None => Ok(None),
         }
@@ -407,17 +576,34 @@ impl Config {
     /// Whether requests must carry credentials (tokens or certificates); when
     /// false, `x-tenant-id` is trusted.
     pub fn auth_configured(&self) -> bool {
-        self.tenants_file.is_some() || self.tls_client_ca.is_some()
+        self.tenancy.tenants_file.is_some() || self.tls.tls_client_ca.is_some()
     }
 
     /// A configuration with every default, listening on `listen`; for tests and
     /// embedding.
     pub fn for_tests(listen: SocketAddr, redis_url: Option<String>) -> Self {
         let mut cfg = Cli::parse_from(["state-service"]).serve;
-        cfg.listen = listen;
-        cfg.redis_url = redis_url;
+        cfg.server.listen = listen;
+        cfg.redis.redis_url = redis_url;
         cfg
     }
+}
+
+/// Reads a file a flag names.
+pub fn read_file(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Unreadable {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_text(flag: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 use crate::duration::parse as parse_duration;

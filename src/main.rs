@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let runtime = match cli.command {
         None => runtime(
             cli.serve
+                .server
                 .worker_threads
                 .unwrap_or_else(default_worker_threads),
         ),
@@ -72,20 +73,24 @@ async fn run(cli: Cli) -> ExitCode {
         None => {}
     }
     let config = cli.serve;
-    telemetry::init(config.log_format);
+    telemetry::init(config.server.log_format);
     if let Err(e) = config.validate() {
         tracing::error!("invalid configuration: {e}");
         return ExitCode::from(2);
     }
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("cannot listen on {}: {e}", config.listen);
+            tracing::error!("cannot listen on {}: {e}", config.server.listen);
             return ExitCode::FAILURE;
         }
     };
     match server::run(listener, config, shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ server::ServeError::Config(_)) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!("server failed: {e}");
             ExitCode::FAILURE

@@ -161,14 +161,16 @@ impl RequestObserver {
         }
     }
 
-    /// Records the outcome and passes the result through.
-    pub fn finish<T>(mut self, result: Result<T, tonic::Status>) -> Result<T, tonic::Status> {
+    /// Records the outcome, logs a failure (the operator's detail, never
+    /// sent to the client) and converts it to the status the client gets.
+    pub fn finish<T>(mut self, result: crate::error::Result<T>) -> Result<T, tonic::Status> {
+        let result = result.map_err(|e| {
+            crate::telemetry::request_failed(self.metrics.method, &e);
+            tonic::Status::from(e)
+        });
         let code = match &result {
             Ok(_) => Code::Ok,
-            Err(status) => {
-                log_status(self.metrics.method, status);
-                status.code()
-            }
+            Err(status) => status.code(),
         };
         self.record(code);
         result
@@ -195,22 +197,6 @@ impl Drop for RequestObserver {
         // deadline passed in tonic's own timer.
         if !self.done {
             self.record(Code::Cancelled);
-        }
-    }
-}
-
-/// Errors the service must look at are warnings; client mistakes and
-/// conditions are routine and logged at debug.
-fn log_status(method: &str, status: &tonic::Status) {
-    match status.code() {
-        Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
-            tracing::warn!(method, code = ?status.code(), message = status.message(), "request failed")
-        }
-        Code::DeadlineExceeded | Code::ResourceExhausted => {
-            tracing::info!(method, code = ?status.code(), message = status.message(), "request failed")
-        }
-        _ => {
-            tracing::debug!(method, code = ?status.code(), message = status.message(), "request refused")
         }
     }
 }

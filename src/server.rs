@@ -16,11 +16,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{Gate, Limits, PageTokens, StateApi},
-    config::Config,
+    api::{Gate, Limits, PageTokens, StateApi, http::RequestSizeLayer},
+    config::{Config, ConfigError, read_file},
     pb::{self, state_service_server::StateServiceServer},
     reload::Reloadable,
-    store::{MemoryStore, RedisStore, Store, redis::ConnSettings},
+    store::{Keyspace, MemoryStore, RedisStore, Store, redis::ConnSettings},
     tenancy::{TenantId, TenantResolver, TenantsFile},
     tls::{self, ServerTls},
 };
@@ -34,45 +34,55 @@ pub const SERVICE_NAME: &str = "stateservice.v1.StateService";
 /// Redis outage must not make Kubernetes restart every pod.
 pub const LIVENESS_NAME: &str = "liveness";
 
-/// Headroom above the largest value for the rest of a request message.
-const MESSAGE_OVERHEAD: usize = 64 * 1024;
-
 /// HTTP/2 header list headroom above --max-metadata-bytes for what the gate
 /// does not see (pseudo-headers such as `:path`). Metadata between the limit
 /// and the limit plus this headroom gets a clear INVALID_ARGUMENT from the
 /// gate; beyond it h2 refuses the header block before decoding it further.
 pub const HEADER_LIST_HEADROOM: usize = 4 * 1024;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Startup(String),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// Runs the server on `listener` until `shutdown` completes, then drains
-/// in-flight requests for at most `config.drain_timeout`.
+/// in-flight requests for at most `config.server.drain_timeout`.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), BoxError> {
+) -> Result<(), ServeError> {
     config.validate()?;
     tls::install_crypto_provider();
     let security = Security::load(&config)?;
-    if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr, config.metrics_tenant_labels)?;
+    if let Some(addr) = config.server.metrics_listen {
+        crate::metrics::install(addr, config.server.metrics_tenant_labels)
+            .map_err(ServeError::Startup)?;
         info!(%addr, "metrics exporter listening");
     }
-    match &config.redis_url {
+    let redis = &config.redis;
+    match &redis.redis_url {
         Some(url) => {
             let settings = ConnSettings {
-                pool_size: config.redis_pool_size,
-                connect_timeout: config.redis_connect_timeout,
-                pool_wait_timeout: config.redis_pool_wait_timeout,
-                username: config.redis_username.clone(),
+                pool_size: redis.redis_pool_size,
+                connect_timeout: redis.redis_connect_timeout,
+                pool_wait_timeout: redis.redis_pool_wait_timeout,
+                username: redis.redis_username.clone(),
                 password: config.redis_password()?,
-                tls_ca_pem: config
+                tls_ca_pem: redis
                     .redis_ca_file
                     .as_deref()
                     .map(|p| read_file("--redis-ca-file", p))
                     .transpose()?,
-                tls_client_pem: match (&config.redis_client_cert, &config.redis_client_key) {
+                tls_client_pem: match (&redis.redis_client_cert, &redis.redis_client_key) {
                     (Some(cert), Some(key)) => Some((
                         read_file("--redis-client-cert", cert)?,
                         read_file("--redis-client-key", key)?,
@@ -80,7 +90,8 @@ pub async fn run(
                     _ => None,
                 },
             };
-            let store = RedisStore::new(url, &settings, config.redis_command_timeout)?;
+            let store = RedisStore::new(url, &settings, redis.redis_command_timeout)
+                .map_err(|e| ServeError::Startup(e.to_string()))?;
             serve(listener, config, security, Arc::new(store), shutdown).await
         }
         None => {
@@ -88,20 +99,10 @@ pub async fn run(
                 "no --redis-url given: using the embedded in-memory backend; state is neither \
                  shared between instances nor durable across restarts"
             );
-            serve(
-                listener,
-                config,
-                security,
-                Arc::new(MemoryStore::new()),
-                shutdown,
-            )
-            .await
+            let store = MemoryStore::new(config.storage.memory_max_bytes);
+            serve(listener, config, security, Arc::new(store), shutdown).await
         }
     }
-}
-
-fn read_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
 }
 
 /// The loaded security configuration: who may call, and over what transport.
@@ -114,19 +115,27 @@ struct Security {
 impl Security {
     /// Loads every file at startup; a problem here refuses to start (there is
     /// no previous configuration to fall back on).
-    fn load(config: &Config) -> Result<Self, String> {
+    fn load(config: &Config) -> Result<Self, ConfigError> {
         let tenants = config
+            .tenancy
             .tenants_file
             .as_deref()
             .map(TenantsFile::load)
-            .transpose()?
+            .transpose()
+            .map_err(|reason| ConfigError::BadFile {
+                flag: "--tenants-file",
+                reason,
+            })?
             .map(Arc::new);
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::load(
-                cert,
-                key,
-                config.tls_client_ca.as_deref(),
-            )?)),
+        let tls = match (&config.tls.tls_cert, &config.tls.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(
+                ServerTls::load(cert, key, config.tls.tls_client_ca.as_deref()).map_err(
+                    |reason| ConfigError::BadFile {
+                        flag: "--tls-cert",
+                        reason,
+                    },
+                )?,
+            )),
             _ => None,
         };
         let page_tokens = match config.page_token_secret()? {
@@ -140,7 +149,7 @@ impl Security {
         })
     }
 
-    fn resolver(&self, config: &Config) -> Result<TenantResolver, String> {
+    fn resolver(&self, config: &Config) -> Result<TenantResolver, ConfigError> {
         let certificates = self.tls.as_ref().is_some_and(|t| t.verifies_clients());
         if self.tenants.is_some() || certificates {
             Ok(TenantResolver::authenticated(
@@ -148,9 +157,13 @@ impl Security {
                 certificates,
             ))
         } else {
-            Ok(TenantResolver::new(TenantId::parse(
-                &config.default_tenant,
-            )?))
+            let tenant = TenantId::parse(&config.tenancy.default_tenant).map_err(|reason| {
+                ConfigError::Invalid {
+                    flag: "--default-tenant",
+                    reason,
+                }
+            })?;
+            Ok(TenantResolver::new(tenant))
         }
     }
 
@@ -177,7 +190,7 @@ async fn serve<S: Store>(
     security: Security,
     store: Arc<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), BoxError> {
+) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     let resolver = security.resolver(&config)?;
     if unauthenticated_exposure(addr, resolver.requires_credentials()) {
@@ -209,13 +222,13 @@ async fn serve<S: Store>(
     // action, which terminates the process.
     let reload_task = crate::reload::spawn(
         security.reloadables(),
-        config.reload_interval,
+        config.tenancy.reload_interval,
         stopping_rx.clone(),
     )?;
     let health_task = tokio::spawn(health_loop(
         store.clone(),
         reporter.clone(),
-        config.health_check_interval,
+        config.server.health_check_interval,
         stopping_rx,
     ));
 
@@ -226,29 +239,32 @@ async fn serve<S: Store>(
         // RetryInfo details of our errors instead of printing raw bytes.
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .include_reflection_service(false)
-        .build_v1()?;
+        .build_v1()
+        .map_err(|e| ServeError::Startup(format!("reflection: {e}")))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .include_reflection_service(false)
-        .build_v1alpha()?;
+        .build_v1alpha()
+        .map_err(|e| ServeError::Startup(format!("reflection: {e}")))?;
 
+    let limits = &config.limits;
     let api = StateApi::new(
         store.clone(),
         Gate::new(
             resolver,
-            config.max_concurrent_requests,
-            config.max_metadata_bytes,
+            limits.max_concurrent_requests,
+            limits.max_metadata_bytes,
         ),
-        config.key_prefix.clone(),
-        Limits::from_config(&config),
+        Keyspace::new(config.storage.key_prefix.clone()),
+        api_limits(&config),
         security.page_tokens.clone(),
     );
-    let max_message =
-        config.max_value_bytes.saturating_add(config.max_key_bytes) + MESSAGE_OVERHEAD;
+    // tonic checks a message's length prefix against this before buffering
+    // its body; api::http turns its answer into INVALID_ARGUMENT.
     let state_service = StateServiceServer::new(api)
-        .max_decoding_message_size(max_message.max(4 * 1024 * 1024))
+        .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
 
     info!(
@@ -274,12 +290,13 @@ async fn serve<S: Store>(
         let _ = drain_tx.send(());
     };
 
-    let header_list_limit = config
+    let header_list_limit = limits
         .max_metadata_bytes
         .saturating_add(HEADER_LIST_HEADROOM)
         .try_into()
         .unwrap_or(u32::MAX);
     let router = Server::builder()
+        .layer(RequestSizeLayer::new(limits.max_request_bytes))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .http2_max_header_list_size(header_list_limit)
@@ -302,7 +319,7 @@ async fn serve<S: Store>(
     };
     tokio::pin!(server);
 
-    let drain_timeout = config.drain_timeout;
+    let drain_timeout = config.server.drain_timeout;
     let drain_deadline = async move {
         if drain_rx.await.is_ok() {
             tokio::time::sleep(drain_timeout).await;
@@ -311,7 +328,7 @@ async fn serve<S: Store>(
         }
     };
     let result = tokio::select! {
-        r = &mut server => r.map_err(BoxError::from),
+        r = &mut server => r.map_err(ServeError::from),
         () = drain_deadline => {
             warn!(?drain_timeout, "drain timeout passed; closing the remaining connections");
             Ok(())
@@ -321,6 +338,22 @@ async fn serve<S: Store>(
     reload_task.abort();
     info!("state-service stopped");
     result
+}
+
+/// The limits the API enforces, from the configuration.
+fn api_limits(config: &Config) -> Limits {
+    let l = &config.limits;
+    Limits {
+        max_key_bytes: l.max_key_bytes,
+        max_value_bytes: l.max_value_bytes,
+        max_batch_items: l.max_batch_items,
+        max_transaction_ops: l.max_transaction_ops,
+        default_page_size: l.default_page_size,
+        max_page_size: l.max_page_size,
+        max_ttl: l.max_ttl,
+        max_request_id_bytes: l.max_request_id_bytes,
+        max_response_bytes: l.max_response_bytes,
+    }
 }
 
 fn api_needs_certs(security: &Security) -> bool {

@@ -40,7 +40,8 @@ async fn health_and_reflection_need_no_token() {
     let path = tenants_file(&dir);
     // TestServer::start waits for SERVING through an unauthenticated health
     // Check: reaching this line is the health half of the proof.
-    let s = TestServer::start_with(Backend::Memory, |cfg| cfg.tenants_file = Some(path)).await;
+    let s =
+        TestServer::start_with(Backend::Memory, |cfg| cfg.tenancy.tenants_file = Some(path)).await;
     let grpcurl = |args: &[&str]| {
         Command::new(venv_tool("grpcurl"))
             .args(["-plaintext", "-max-time", "10"])
@@ -84,7 +85,8 @@ async fn health_and_reflection_need_no_token() {
 async fn a_token_acts_as_its_tenant_and_the_header_is_optional() {
     let dir = tempfile::tempdir().unwrap();
     let path = tenants_file(&dir);
-    let s = TestServer::start_with(Backend::Memory, |cfg| cfg.tenants_file = Some(path)).await;
+    let s =
+        TestServer::start_with(Backend::Memory, |cfg| cfg.tenancy.tenants_file = Some(path)).await;
     let mut c = s.client();
     c.put(with_token(
         TOKEN,
@@ -119,7 +121,7 @@ async fn a_broken_tenants_file_refuses_to_start_without_quoting_it() {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = Config::for_tests(listener.local_addr().unwrap(), None);
-    cfg.tenants_file = Some(path);
+    cfg.tenancy.tenants_file = Some(path);
     let err = server::run(listener, cfg, std::future::pending())
         .await
         .unwrap_err()
@@ -132,7 +134,7 @@ async fn a_broken_tenants_file_refuses_to_start_without_quoting_it() {
 async fn a_missing_tenants_file_refuses_to_start() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = Config::for_tests(listener.local_addr().unwrap(), None);
-    cfg.tenants_file = Some("/nonexistent/tenants.toml".into());
+    cfg.tenancy.tenants_file = Some("/nonexistent/tenants.toml".into());
     let err = server::run(listener, cfg, std::future::pending())
         .await
         .unwrap_err();

@@ -11,13 +11,11 @@ use common::{Backend, TestServer, as_tenant, ms, v};
 use state_service::pb::{
     self, BatchDeleteRequest, BatchGetRequest, BatchPutItem, BatchPutRequest, Condition,
     DeleteRequest, ExpireRequest, GetRequest, IncrementRequest, ListRequest, PersistRequest,
-    PutRequest, PutWithTtlRequest, TransactOp, TransactRequest, condition,
-    state_service_client::StateServiceClient, transact_op::Op, value::Kind,
+    PutWithTtlRequest, TransactOp, TransactRequest, transact_op::Op, value::Kind,
 };
-use tonic::{Code, Status, transport::Channel};
-use tonic_types::StatusExt;
+use tonic::Code;
 
-type Client = StateServiceClient<Channel>;
+use common::Client;
 
 common::both_backends!(
     get_of_a_missing_key_is_not_found,
@@ -60,120 +58,7 @@ common::both_backends!(
     conditional_create_race_has_exactly_one_winner,
 );
 
-// ---------------------------------------------------------------- helpers
-
-fn put_req(key: &str, value: Option<pb::Value>) -> PutRequest {
-    PutRequest {
-        key: key.into(),
-        value,
-        ..Default::default()
-    }
-}
-
-async fn put(c: &mut Client, key: &str, value: Option<pb::Value>) -> u64 {
-    c.put(put_req(key, value))
-        .await
-        .unwrap()
-        .into_inner()
-        .version
-}
-
-async fn get(c: &mut Client, key: &str) -> Option<pb::Entry> {
-    let r = c
-        .get(GetRequest {
-            key: key.into(),
-            refresh_ttl: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.found, r.entry.is_some());
-    r.entry
-}
-
-fn if_absent() -> Option<Condition> {
-    Some(Condition {
-        kind: Some(condition::Kind::IfAbsent(())),
-    })
-}
-fn if_exists() -> Option<Condition> {
-    Some(Condition {
-        kind: Some(condition::Kind::IfExists(())),
-    })
-}
-fn if_version(v: u64) -> Option<Condition> {
-    Some(Condition {
-        kind: Some(condition::Kind::IfVersion(v)),
-    })
-}
-
-/// The ErrorInfo reason and metadata of a failed call.
-fn reason(status: &Status) -> (String, std::collections::HashMap<String, String>) {
-    let info = status
-        .get_error_details()
-        .error_info()
-        .cloned()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.domain, "stateservice.v1");
-    (info.reason, info.metadata)
-}
-
-fn ttl_of(e: &pb::Entry) -> Option<Duration> {
-    e.ttl
-        .as_ref()
-        .map(|d| Duration::new(d.seconds as u64, d.nanos as u32))
-}
-
-async fn list_all(c: &mut Client, prefix: &str, page_size: u32) -> Vec<String> {
-    let mut token = String::new();
-    let mut all = Vec::new();
-    loop {
-        let page = c
-            .list(ListRequest {
-                prefix: prefix.into(),
-                page_size,
-                page_token: token,
-                include_values: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            page.keys.len() <= page_size as usize,
-            "page larger than page_size"
-        );
-        let unique: HashSet<_> = page.keys.iter().collect();
-        assert_eq!(unique.len(), page.keys.len(), "a page repeated a key");
-        all.extend(page.keys);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        token = page.next_page_token;
-    }
-}
-
-fn put_op(key: &str, value: Option<pb::Value>, cond: Option<Condition>) -> TransactOp {
-    TransactOp {
-        op: Some(Op::Put(PutRequest {
-            key: key.into(),
-            value,
-            condition: cond,
-            keep_ttl: false,
-            ..Default::default()
-        })),
-    }
-}
-
-fn incr_op(key: &str, delta: i64) -> TransactOp {
-    TransactOp {
-        op: Some(Op::Increment(IncrementRequest {
-            key: key.into(),
-            delta,
-            ttl: None,
-            ..Default::default()
-        })),
-    }
-}
+use common::api::*;
 
 // ---------------------------------------------------------------- core API
 
@@ -284,18 +169,22 @@ async fn versions_change_on_every_write_and_never_repeat(b: Backend) {
 async fn put_with_ttl_expires_the_key(b: Backend) {
     let s = TestServer::start(b).await;
     let mut c = s.client();
+    // Margins of seconds: present well inside its TTL, gone (polled) after.
     c.put_with_ttl(PutWithTtlRequest {
         key: "short".into(),
         value: v::string("x"),
-        ttl: ms(150),
+        ttl: ms(3_000),
         condition: None,
         ..Default::default()
     })
     .await
     .unwrap();
     assert!(get(&mut c, "short").await.is_some());
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(get(&mut c, "short").await.is_none(), "key outlived its TTL");
+    common::eventually!(
+        Duration::from_secs(15),
+        "the key expiring",
+        get(&mut c, "short").await.is_none()
+    );
     assert!(list_all(&mut c, "", 10).await.is_empty());
 }
 
@@ -397,8 +286,8 @@ async fn delete_reports_whether_the_key_existed(b: Backend) {
 
 async fn bad_keys_and_values_are_invalid_argument(b: Backend) {
     let s = TestServer::start_with(b, |cfg| {
-        cfg.max_key_bytes = 16;
-        cfg.max_value_bytes = 64;
+        cfg.limits.max_key_bytes = 16;
+        cfg.limits.max_value_bytes = 64;
     })
     .await;
     let mut c = s.client();
@@ -521,7 +410,8 @@ async fn list_returns_every_stable_key_despite_concurrent_writes(b: Backend) {
             break;
         }
         token = page.next_page_token;
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Let the writer interleave with the listing.
+        tokio::task::yield_now().await;
     }
     writer.await.unwrap();
     let missing: Vec<_> = stable.difference(&seen).collect();
@@ -907,7 +797,7 @@ async fn get_with_refresh_ttl_extends_the_expiry(b: Backend) {
     c.put_with_ttl(PutWithTtlRequest {
         key: "session".into(),
         value: v::string("s"),
-        ttl: ms(300),
+        ttl: ms(1_000),
         condition: None,
         ..Default::default()
     })
@@ -924,7 +814,8 @@ async fn get_with_refresh_ttl_extends_the_expiry(b: Backend) {
     assert!(r.found);
     let ttl = ttl_of(r.entry.as_ref().unwrap()).unwrap();
     assert!(ttl > Duration::from_secs(50), "{ttl:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Well past the original second: the refreshed minute keeps it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         get(&mut c, "session").await.is_some(),
         "refresh did not extend the expiry"
@@ -1137,7 +1028,7 @@ async fn batch_delete_reports_each_key(b: Backend) {
 }
 
 async fn batches_over_the_limit_are_invalid_argument(b: Backend) {
-    let s = TestServer::start_with(b, |cfg| cfg.max_batch_items = 3).await;
+    let s = TestServer::start_with(b, |cfg| cfg.limits.max_batch_items = 3).await;
     let mut c = s.client();
     let keys: Vec<String> = (0..4).map(|i| i.to_string()).collect();
     let err = c
@@ -1348,7 +1239,7 @@ async fn transact_ops_see_earlier_ops(b: Backend) {
 }
 
 async fn transact_over_the_limit_is_invalid_argument(b: Backend) {
-    let s = TestServer::start_with(b, |cfg| cfg.max_transaction_ops = 2).await;
+    let s = TestServer::start_with(b, |cfg| cfg.limits.max_transaction_ops = 2).await;
     let mut c = s.client();
     let err = c
         .transact(TransactRequest {

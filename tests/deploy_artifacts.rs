@@ -375,7 +375,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
             let _ = child.kill();
             panic!("state-service did not exit within {timeout:?} of SIGTERM");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(common::POLL_INTERVAL);
     }
 }
 

@@ -19,13 +19,12 @@ use state_service::{
     pb::{
         self, BatchDeleteRequest, BatchGetRequest, BatchPutItem, BatchPutRequest, DeleteRequest,
         ExpireRequest, GetRequest, IncrementRequest, ListRequest, PersistRequest, PutRequest,
-        PutWithTtlRequest, TransactOp, TransactRequest, state_service_client::StateServiceClient,
-        transact_op::Op,
+        PutWithTtlRequest, TransactOp, TransactRequest, transact_op::Op,
     },
 };
-use tonic::{Code, Request, Status, transport::Channel};
+use tonic::{Code, Request, Status};
 
-type Client = StateServiceClient<Channel>;
+use common::Client;
 
 const ALPHA: &str = "alpha";
 /// Extends ALPHA's id: `state:alpha:` and `state:alpha-b:` must still never overlap.
@@ -128,7 +127,7 @@ impl Fixture {
         )
         .unwrap();
         let server = TestServer::start_with(b, |cfg| {
-            cfg.tenants_file = Some(path);
+            cfg.tenancy.tenants_file = Some(path);
             tweak(cfg);
         })
         .await;
@@ -748,7 +747,7 @@ async fn crafted_unsigned_page_tokens_never_widen_a_listing(b: Backend) {
 
 async fn signed_page_tokens_cannot_be_crafted_or_altered(b: Backend) {
     let f = Fixture::start_with(b, |cfg| {
-        cfg.page_token_secret = Some(state_service::config::Secret::new(
+        cfg.tenancy.page_token_secret = Some(state_service::config::Secret::new(
             "test-page-token-secret-0123456789",
         ));
     })
@@ -803,13 +802,13 @@ async fn signed_page_tokens_cannot_be_crafted_or_altered(b: Backend) {
 
 async fn oversize_inputs_are_invalid_argument_naming_the_limit(b: Backend) {
     let f = Fixture::start_with(b, |cfg| {
-        cfg.max_key_bytes = 64;
-        cfg.max_value_bytes = 1024;
-        cfg.max_batch_items = 4;
-        cfg.max_transaction_ops = 4;
-        cfg.max_page_size = 10;
-        cfg.default_page_size = 10;
-        cfg.max_metadata_bytes = 2048;
+        cfg.limits.max_key_bytes = 64;
+        cfg.limits.max_value_bytes = 1024;
+        cfg.limits.max_batch_items = 4;
+        cfg.limits.max_transaction_ops = 4;
+        cfg.limits.max_page_size = 10;
+        cfg.limits.default_page_size = 10;
+        cfg.limits.max_metadata_bytes = 2048;
     })
     .await;
     let mut c = f.client();

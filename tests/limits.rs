@@ -44,7 +44,8 @@ async fn a_tenant_over_its_rate_limit_gets_resource_exhausted_with_retry_info() 
         ]),
     )
     .unwrap();
-    let s = TestServer::start_with(Backend::Memory, |cfg| cfg.tenants_file = Some(path)).await;
+    let s =
+        TestServer::start_with(Backend::Memory, |cfg| cfg.tenancy.tenants_file = Some(path)).await;
     let mut c = s.client();
     c.get(with_token(ALPHA, get("k"))).await.unwrap();
     c.get(with_token(ALPHA, get("k"))).await.unwrap();
@@ -77,8 +78,8 @@ async fn requests_over_the_concurrency_limit_are_shed_with_retry_info() {
     // A paused Redis holds admitted requests until their deadline, so the
     // single slot stays taken while the others arrive.
     let s = TestServer::start_with(Backend::Redis, |cfg| {
-        cfg.max_concurrent_requests = 1;
-        cfg.redis_command_timeout = Duration::from_secs(30);
+        cfg.limits.max_concurrent_requests = 1;
+        cfg.redis.redis_command_timeout = Duration::from_secs(30);
     })
     .await;
     let redis = match &s.redis {
@@ -123,8 +124,8 @@ async fn requests_over_the_concurrency_limit_are_shed_with_retry_info() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_never_shed() {
     let s = TestServer::start_with(Backend::Redis, |cfg| {
-        cfg.max_concurrent_requests = 1;
-        cfg.redis_command_timeout = Duration::from_secs(30);
+        cfg.limits.max_concurrent_requests = 1;
+        cfg.redis.redis_command_timeout = Duration::from_secs(30);
     })
     .await;
     let redis = match &s.redis {
@@ -159,7 +160,8 @@ async fn health_is_never_shed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_far_over_the_limit_is_refused_before_the_service() {
-    let s = TestServer::start_with(Backend::Memory, |cfg| cfg.max_metadata_bytes = 2048).await;
+    let s =
+        TestServer::start_with(Backend::Memory, |cfg| cfg.limits.max_metadata_bytes = 2048).await;
     let mut c = s.client();
     // Just over the limit: the gate answers, naming the flag.
     let mut req = tonic::Request::new(get("k"));

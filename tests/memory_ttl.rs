@@ -5,34 +5,33 @@ use std::time::Duration;
 
 use state_service::{
     pb::{self, value::Kind},
-    store::{Condition, MemoryStore, OpKind, Store, WriteOp},
-    tenancy::{Namespace, TenantId},
+    store::{Condition, Expiry, Keyspace, MemoryStore, Namespace, PageLimits, PutOp, Store},
 };
 
+const BUDGET: usize = 64 * 1024 * 1024;
+
 fn ns() -> Namespace {
-    Namespace::new("state", TenantId::parse("t").unwrap())
+    Keyspace::new("state").namespace("t")
 }
 
-fn put(key: &str, ttl: Option<Duration>) -> WriteOp {
-    WriteOp {
+fn put(key: &str, ttl: Option<Duration>) -> PutOp {
+    PutOp {
         key: key.into(),
-        kind: OpKind::Put {
-            value: pb::Value {
-                kind: Some(Kind::IntValue(1)),
-            },
-            ttl,
-            keep_ttl: false,
+        value: pb::Value {
+            kind: Some(Kind::IntValue(1)),
         },
+        expiry: ttl.map_or(Expiry::Never, Expiry::After),
         condition: Condition::None,
+        request_id: None,
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_hour_long_ttl_expires_after_an_hour() {
-    let store = MemoryStore::new();
+    let store = MemoryStore::new(BUDGET);
     let ns = ns();
     store
-        .transact(&ns, vec![put("k", Some(Duration::from_secs(3600)))])
+        .put(&ns, put("k", Some(Duration::from_secs(3600))))
         .await
         .unwrap();
     tokio::time::advance(Duration::from_secs(3599)).await;
@@ -47,20 +46,24 @@ async fn an_hour_long_ttl_expires_after_an_hour() {
         store.get(&ns, "k", None).await.unwrap().is_none(),
         "outlived its TTL"
     );
-    let page = store.list(&ns, "", 10, None, false).await.unwrap();
+    let limits = PageLimits {
+        max_keys: 10,
+        max_bytes: 1 << 20,
+    };
+    let page = store.list(&ns, "", limits, None, false).await.unwrap();
     assert!(page.keys.is_empty());
     // An expired key counts as absent for conditions.
     let mut create = put("k", None);
     create.condition = Condition::IfAbsent;
-    store.transact(&ns, vec![create]).await.unwrap();
+    store.put(&ns, create).await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn refresh_on_read_keeps_a_session_alive() {
-    let store = MemoryStore::new();
+    let store = MemoryStore::new(BUDGET);
     let ns = ns();
     store
-        .transact(&ns, vec![put("s", Some(Duration::from_secs(60)))])
+        .put(&ns, put("s", Some(Duration::from_secs(60))))
         .await
         .unwrap();
     for _ in 0..10 {
@@ -79,14 +82,11 @@ async fn refresh_on_read_keeps_a_session_alive() {
 
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_frees_expired_keys() {
-    let store = MemoryStore::new();
+    let store = MemoryStore::new(BUDGET);
     let ns = ns();
     for i in 0..100 {
         store
-            .transact(
-                &ns,
-                vec![put(&format!("k{i}"), Some(Duration::from_secs(5)))],
-            )
+            .put(&ns, put(&format!("k{i}"), Some(Duration::from_secs(5))))
             .await
             .unwrap();
     }

@@ -4,40 +4,19 @@
 
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{Backend, TestServer, free_port, v};
 use state_service::pb::{GetRequest, PutRequest};
 
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
-}
-
-/// The value of the first sample line starting with `prefix`.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
+use common::{sample, scrape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_real_traffic() {
     let port = free_port();
     let s = TestServer::start_with(Backend::Redis, |cfg| {
-        cfg.metrics_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-        cfg.metrics_tenant_labels = true;
+        cfg.server.metrics_listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        cfg.server.metrics_tenant_labels = true;
     })
     .await;
     let mut c = s.client();
@@ -63,9 +42,16 @@ async fn metrics_count_real_traffic() {
         })
         .await
         .unwrap_err();
-    // Let the health loop publish backend and pool gauges.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
+    // The health loop publishes the backend and pool gauges on its own beat.
+    common::eventually!(
+        Duration::from_secs(10),
+        "the health loop publishing the pool gauges",
+        {
+            let t = scrape(port);
+            sample(&t, "state_backend_up") == Some(1.0)
+                && sample(&t, r#"state_redis_pool_connections{state="connected"}"#) == Some(2.0)
+        }
+    );
     let text = scrape(port);
     assert_eq!(
         sample(

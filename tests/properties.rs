@@ -6,8 +6,9 @@
 use proptest::prelude::*;
 use state_service::{
     pb::{self, ValueList, ValueMap, value::Kind},
+    store::Keyspace,
     store::codec,
-    tenancy::{Namespace, TenantId},
+    tenancy::TenantId,
 };
 
 /// Redis `stringmatchlen` (util.c), case-sensitive, over bytes.
@@ -135,7 +136,7 @@ proptest! {
     fn storage_keys_round_trip_inside_the_namespace(
         kp in key_prefix(), t in tenant(), key in client_text()
     ) {
-        let ns = Namespace::new(&kp, t.clone());
+        let ns = Keyspace::new(&kp).namespace(t.as_str());
         let sk = ns.storage_key(&key);
         let prefix = format!("{kp}:{t}:");
         prop_assert!(sk.starts_with(&prefix));
@@ -148,15 +149,15 @@ proptest! {
         kp in key_prefix(), a in tenant(), b in tenant(), key in client_text()
     ) {
         prop_assume!(a != b);
-        let na = Namespace::new(&kp, a);
-        let nb = Namespace::new(&kp, b);
+        let na = Keyspace::new(&kp).namespace(a.as_str());
+        let nb = Keyspace::new(&kp).namespace(b.as_str());
         let theirs = na.storage_key(&key);
         prop_assert_eq!(nb.client_key(theirs.as_bytes()), None);
     }
 
     #[test]
     fn client_key_never_panics_on_any_bytes(t in tenant(), raw in any::<Vec<u8>>()) {
-        let ns = Namespace::new("state", t);
+        let ns = Keyspace::new("state").namespace(t.as_str());
         let _ = ns.client_key(&raw);
         let mut prefixed = b"state:".to_vec();
         prefixed.extend_from_slice(&raw);
@@ -172,7 +173,7 @@ proptest! {
         suffix in client_text(),
         other in client_text(),
     ) {
-        let na = Namespace::new(&kp, a.clone());
+        let na = Keyspace::new(&kp).namespace(a.as_str());
         let pattern = na.scan_pattern(&prefix);
         // Every key of ours under the prefix is matched...
         let ours = na.storage_key(&format!("{prefix}{suffix}"));
@@ -184,7 +185,7 @@ proptest! {
         }
         // ...and nothing of another tenant, whatever its key.
         if a != b {
-            let nb = Namespace::new(&kp, b);
+            let nb = Keyspace::new(&kp).namespace(b.as_str());
             for k in [&other, &prefix, &format!("{prefix}{suffix}")] {
                 let theirs = nb.storage_key(k);
                 prop_assert!(!redis_glob(&pattern, theirs.as_bytes()), "{:?} ~ {}", pattern, theirs);

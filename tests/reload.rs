@@ -6,18 +6,13 @@
 
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Duration};
 
 use common::{
     Backend, TenantDef, TestServer, free_port, tenants_toml, with_token, write_atomically,
 };
-use state_service::pb::{GetRequest, state_service_client::StateServiceClient};
-use tonic::{Code, transport::Channel};
+use state_service::pb::GetRequest;
+use tonic::Code;
 
 const OLD: &str = "sst_reload-old-token-0123456789abcdefghijklmnopqrstu";
 const NEW: &str = "sst_reload-new-token-0123456789abcdefghijklmnopqrstu";
@@ -33,7 +28,7 @@ fn file_with(path: &Path, token: &str) {
     );
 }
 
-async fn code(c: &mut StateServiceClient<Channel>, token: &str) -> Code {
+async fn code(c: &mut common::Client, token: &str) -> Code {
     match c
         .get(with_token(
             token,
@@ -49,19 +44,12 @@ async fn code(c: &mut StateServiceClient<Channel>, token: &str) -> Code {
     }
 }
 
-async fn eventually(c: &mut StateServiceClient<Channel>, token: &str, want: Code) {
-    let start = Instant::now();
-    loop {
-        let got = code(c, token).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "token never gave {want:?} (last {got:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn eventually(c: &mut common::Client, token: &str, want: Code) {
+    common::eventually!(
+        Duration::from_secs(10),
+        format!("the token giving {want:?}"),
+        code(c, token).await == want
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,8 +59,8 @@ async fn changing_the_tenants_file_swaps_tokens() {
     file_with(&path, OLD);
     let p = path.clone();
     let s = TestServer::start_with(Backend::Memory, |cfg| {
-        cfg.tenants_file = Some(p);
-        cfg.reload_interval = Duration::from_millis(50);
+        cfg.tenancy.tenants_file = Some(p);
+        cfg.tenancy.reload_interval = Duration::from_millis(50);
     })
     .await;
     let mut c = s.client();
@@ -95,8 +83,8 @@ async fn sighup_reloads_the_tenants_file() {
     let p = path.clone();
     // Polling is effectively off: only the signal can trigger the reload.
     let s = TestServer::start_with(Backend::Memory, |cfg| {
-        cfg.tenants_file = Some(p);
-        cfg.reload_interval = Duration::from_secs(3600);
+        cfg.tenancy.tenants_file = Some(p);
+        cfg.tenancy.reload_interval = Duration::from_secs(3600);
     })
     .await;
     let mut c = s.client();
@@ -110,13 +98,8 @@ async fn sighup_reloads_the_tenants_file() {
 }
 
 fn reload_errors(metrics_port: u16) -> f64 {
-    let mut s = TcpStream::connect(("127.0.0.1", metrics_port)).expect("metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
+    common::scrape(metrics_port)
+        .lines()
         .find(|l| {
             l.starts_with("state_config_reloads_total{")
                 && l.contains("file=\"tenants\"")
@@ -135,9 +118,9 @@ async fn a_broken_tenants_file_keeps_the_last_good_one() {
     let metrics_port = free_port();
     let p = path.clone();
     let s = TestServer::start_with(Backend::Memory, |cfg| {
-        cfg.tenants_file = Some(p);
-        cfg.reload_interval = Duration::from_millis(50);
-        cfg.metrics_listen = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
+        cfg.tenancy.tenants_file = Some(p);
+        cfg.tenancy.reload_interval = Duration::from_millis(50);
+        cfg.server.metrics_listen = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
     })
     .await;
     let mut c = s.client();
@@ -149,14 +132,11 @@ async fn a_broken_tenants_file_keeps_the_last_good_one() {
             state_service::tenancy::hash_token(NEW)
         ),
     );
-    let start = Instant::now();
-    while reload_errors(metrics_port) < 1.0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the broken file was never tried"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually!(
+        Duration::from_secs(10),
+        "trying the broken file",
+        reload_errors(metrics_port) >= 1.0
+    );
     assert_eq!(
         code(&mut c, OLD).await,
         Code::Ok,
@@ -165,11 +145,11 @@ async fn a_broken_tenants_file_keeps_the_last_good_one() {
     assert_eq!(code(&mut c, NEW).await, Code::Unauthenticated);
     // A truncated (empty) file is refused the same way.
     write_atomically(&path, "");
-    let start = Instant::now();
-    while reload_errors(metrics_port) < 2.0 {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually!(
+        Duration::from_secs(10),
+        "trying the empty file",
+        reload_errors(metrics_port) >= 2.0
+    );
     assert_eq!(code(&mut c, OLD).await, Code::Ok);
     // Fixing the file applies it.
     file_with(&path, NEW);
@@ -179,10 +159,11 @@ async fn a_broken_tenants_file_keeps_the_last_good_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_nothing_to_reload_does_not_stop_the_server() {
     let s = TestServer::start(Backend::Memory).await;
-    // Without a handler, SIGHUP's default action would kill this process.
+    // Without a handler, SIGHUP's default action would kill this process
+    // before kill(2) returns (a signal a process sends itself is delivered
+    // before the call returns).
     // SAFETY: kill(2) on our own process.
     unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = s.client();
     c.get(GetRequest {
         key: "k".into(),

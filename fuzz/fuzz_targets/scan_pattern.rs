@@ -4,14 +4,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use state_service::tenancy::{Namespace, TenantId};
+use state_service::{store::Keyspace, tenancy::TenantId};
 
 fuzz_target!(|input: (String, String, String)| {
     let (tenant, prefix, key) = input;
     let Ok(tenant) = TenantId::parse(&tenant) else {
         return;
     };
-    let ns = Namespace::new("state", tenant);
+    let ns = Keyspace::new("state").namespace(tenant.as_str());
     let pattern = ns.scan_pattern(&prefix);
     // Unescape: every metacharacter must come escaped, except the final `*`.
     let (last, body) = pattern.split_last().expect("never empty");

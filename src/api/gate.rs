@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Request;
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, Exhaustion, Result},
     tenancy::{Identity, Scope, TenantResolver},
 };
 
@@ -72,11 +72,12 @@ impl Gate {
     pub fn admit<T>(&self, req: &Request<T>, scope: Scope) -> Result<Caller> {
         let size = metadata_size(req.metadata());
         if size > self.max_metadata_bytes {
-            return Err(Error::invalid(format!(
-                "request metadata is {size} bytes (names + values + 32 per entry); the limit \
-                 is {} bytes (--max-metadata-bytes / STATE_MAX_METADATA_BYTES)",
-                self.max_metadata_bytes
-            )));
+            return Err(Error::limit(
+                format_args!("request metadata is {size} bytes (names + values + 32 per entry)"),
+                self.max_metadata_bytes as u64,
+                " bytes",
+                "--max-metadata-bytes",
+            ));
         }
         let certs = req.peer_certs();
         let identity = self
@@ -93,6 +94,7 @@ impl Gate {
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| Error::ResourceExhausted {
+                    reason: Exhaustion::Overloaded,
                     message: format!(
                         "the server is at its limit of {} concurrent requests \
                      (--max-concurrent-requests); retry with backoff",

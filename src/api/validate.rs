@@ -1,19 +1,19 @@
 //! Request validation and limits. Every limit is configurable; a violation is
-//! INVALID_ARGUMENT with a message naming the limit, its value and the flag
-//! that changes it. Nothing here touches storage.
+//! INVALID_ARGUMENT (reason LIMIT_EXCEEDED) with a message naming the limit,
+//! its value and the flag that changes it. Nothing here touches storage.
 
 use std::time::Duration;
 
 use prost::Message;
 
 use crate::{
-    config::Config,
+    duration,
     error::{Error, Result},
     pb,
-    store::{Condition, codec},
+    store::{Condition, RequestId, codec},
 };
 
-/// The configured limits.
+/// The limits the API enforces (built from the configuration by `server`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_key_bytes: usize,
@@ -22,30 +22,26 @@ pub struct Limits {
     pub max_transaction_ops: usize,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    /// Longest TTL any call may set (the storage header holds expiries up to
+    /// the year 5138; the configuration keeps this far below that).
+    pub max_ttl: Duration,
+    pub max_request_id_bytes: usize,
+    /// Largest response a BatchGet or List page may produce.
+    pub max_response_bytes: usize,
 }
 
 impl Limits {
-    pub fn from_config(cfg: &Config) -> Self {
-        Self {
-            max_key_bytes: cfg.max_key_bytes,
-            max_value_bytes: cfg.max_value_bytes,
-            max_batch_items: cfg.max_batch_items,
-            max_transaction_ops: cfg.max_transaction_ops,
-            default_page_size: cfg.default_page_size,
-            max_page_size: cfg.max_page_size,
-        }
-    }
-
     pub fn key(&self, key: &str) -> Result<()> {
         if key.is_empty() {
-            return Err(Error::invalid("key must not be empty"));
+            return Err(Error::invalid_field("key", "key must not be empty"));
         }
         if key.len() > self.max_key_bytes {
-            return Err(Error::invalid(format!(
-                "key is {} bytes; the limit is {} bytes (--max-key-bytes / STATE_MAX_KEY_BYTES)",
-                key.len(),
-                self.max_key_bytes
-            )));
+            return Err(Error::limit(
+                format_args!("key is {} bytes", key.len()),
+                self.max_key_bytes as u64,
+                " bytes",
+                "--max-key-bytes",
+            ));
         }
         Ok(())
     }
@@ -53,64 +49,76 @@ impl Limits {
     /// A List prefix may be empty but not longer than a key.
     pub fn prefix(&self, prefix: &str) -> Result<()> {
         if prefix.len() > self.max_key_bytes {
-            return Err(Error::invalid(format!(
-                "prefix is {} bytes; the limit is {} bytes (--max-key-bytes / STATE_MAX_KEY_BYTES)",
-                prefix.len(),
-                self.max_key_bytes
-            )));
+            return Err(Error::limit(
+                format_args!("prefix is {} bytes", prefix.len()),
+                self.max_key_bytes as u64,
+                " bytes",
+                "--max-key-bytes",
+            ));
         }
         Ok(())
     }
 
     /// The value of a write: required, with a kind, not too deep, not too big.
     pub fn value(&self, value: Option<pb::Value>) -> Result<pb::Value> {
-        let value = value.ok_or_else(|| Error::invalid("value is required"))?;
+        let value = value.ok_or_else(|| Error::invalid_field("value", "value is required"))?;
         if value.kind.is_none() {
-            return Err(Error::invalid(
+            return Err(Error::invalid_field(
+                "value",
                 "value must have exactly one kind set (null_value, bool_value, int_value, ...)",
             ));
         }
         let depth = codec::depth(&value);
         if depth > codec::MAX_DEPTH {
-            return Err(Error::invalid(format!(
-                "value nests lists/maps {depth} levels deep; the limit is {}",
-                codec::MAX_DEPTH
-            )));
+            return Err(Error::invalid_field(
+                "value",
+                format!(
+                    "value nests lists/maps {depth} levels deep; the limit is {}",
+                    codec::MAX_DEPTH
+                ),
+            ));
         }
         let size = value.encoded_len();
         if size > self.max_value_bytes {
-            return Err(Error::invalid(format!(
-                "value is {size} bytes encoded; the limit is {} bytes \
-                 (--max-value-bytes / STATE_MAX_VALUE_BYTES)",
-                self.max_value_bytes
-            )));
+            return Err(Error::limit(
+                format_args!("value is {size} bytes encoded"),
+                self.max_value_bytes as u64,
+                " bytes",
+                "--max-value-bytes",
+            ));
         }
         Ok(value)
     }
 
     pub fn batch(&self, n: usize, what: &str) -> Result<()> {
         if n == 0 {
-            return Err(Error::invalid(format!("{what} must not be empty")));
+            return Err(Error::invalid_field(
+                what,
+                format!("{what} must not be empty"),
+            ));
         }
         if n > self.max_batch_items {
-            return Err(Error::invalid(format!(
-                "{what} has {n} items; the limit is {} (--max-batch-items / STATE_MAX_BATCH_ITEMS)",
-                self.max_batch_items
-            )));
+            return Err(Error::limit(
+                format_args!("{what} has {n} items"),
+                self.max_batch_items as u64,
+                " items",
+                "--max-batch-items",
+            ));
         }
         Ok(())
     }
 
     pub fn transaction(&self, n: usize) -> Result<()> {
         if n == 0 {
-            return Err(Error::invalid("ops must not be empty"));
+            return Err(Error::invalid_field("ops", "ops must not be empty"));
         }
         if n > self.max_transaction_ops {
-            return Err(Error::invalid(format!(
-                "transaction has {n} ops; the limit is {} \
-                 (--max-transaction-ops / STATE_MAX_TRANSACTION_OPS)",
-                self.max_transaction_ops
-            )));
+            return Err(Error::limit(
+                format_args!("transaction has {n} ops"),
+                self.max_transaction_ops as u64,
+                " ops",
+                "--max-transaction-ops",
+            ));
         }
         Ok(())
     }
@@ -118,42 +126,82 @@ impl Limits {
     pub fn page_size(&self, requested: u32) -> Result<usize> {
         match requested {
             0 => Ok(self.default_page_size as usize),
-            n if n > self.max_page_size => Err(Error::invalid(format!(
-                "page_size {n} exceeds the limit of {} (--max-page-size / STATE_MAX_PAGE_SIZE)",
-                self.max_page_size
-            ))),
+            n if n > self.max_page_size => Err(Error::limit(
+                format_args!("page_size is {n}"),
+                self.max_page_size as u64,
+                "",
+                "--max-page-size",
+            )),
             n => Ok(n as usize),
         }
     }
-}
 
-/// A required TTL of at least 1 ms.
-pub fn ttl(d: Option<prost_types::Duration>, field: &str) -> Result<Duration> {
-    optional_ttl(d, field)?.ok_or_else(|| Error::invalid(format!("{field} is required")))
-}
+    /// A required TTL: at least 1 ms, at most --max-ttl.
+    pub fn ttl(&self, d: Option<prost_types::Duration>, field: &str) -> Result<Duration> {
+        self.optional_ttl(d, field)?
+            .ok_or_else(|| Error::invalid_field(field, format!("{field} is required")))
+    }
 
-/// An optional TTL; when set, at least 1 ms (a shorter or negative TTL is an
-/// error, never a silently persistent key).
-pub fn optional_ttl(d: Option<prost_types::Duration>, field: &str) -> Result<Option<Duration>> {
-    let Some(d) = d else { return Ok(None) };
-    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
-        return Err(Error::invalid(format!(
-            "{field} must be a positive duration (got {}s {}ns)",
-            d.seconds, d.nanos
-        )));
+    /// An optional TTL; when set, at least 1 ms (a shorter or negative TTL is
+    /// an error, never a silently persistent key) and at most --max-ttl.
+    /// Sub-millisecond parts are truncated, as documented.
+    pub fn optional_ttl(
+        &self,
+        d: Option<prost_types::Duration>,
+        field: &str,
+    ) -> Result<Option<Duration>> {
+        let Some(d) = d else { return Ok(None) };
+        let dur = duration::from_proto(&d).ok_or_else(|| {
+            Error::invalid_field(
+                field,
+                format!(
+                    "{field} must be a positive duration (got {}s {}ns)",
+                    d.seconds, d.nanos
+                ),
+            )
+        })?;
+        if dur < Duration::from_millis(1) {
+            return Err(Error::invalid_field(
+                field,
+                format!("{field} must be at least 1ms (TTLs have millisecond precision)"),
+            ));
+        }
+        if dur > self.max_ttl {
+            return Err(Error::LimitExceeded {
+                message: format!(
+                    "{field} is {}; the limit is {} (--max-ttl / STATE_MAX_TTL)",
+                    humantime::format_duration(dur),
+                    humantime::format_duration(self.max_ttl)
+                ),
+                setting: "--max-ttl",
+                limit: self.max_ttl.as_secs(),
+            });
+        }
+        Ok(Some(Duration::from_millis(dur.as_millis() as u64)))
     }
-    let dur = Duration::new(d.seconds as u64, d.nanos as u32);
-    if dur < Duration::from_millis(1) {
-        return Err(Error::invalid(format!(
-            "{field} must be at least 1ms (TTLs have millisecond precision)"
-        )));
+
+    /// An optional idempotency key: empty means none; otherwise 1..N visible
+    /// ASCII bytes (the scripts store and search it verbatim).
+    pub fn request_id(&self, id: String) -> Result<Option<RequestId>> {
+        if id.is_empty() {
+            return Ok(None);
+        }
+        if id.len() > self.max_request_id_bytes {
+            return Err(Error::limit(
+                format_args!("request_id is {} bytes", id.len()),
+                self.max_request_id_bytes as u64,
+                " bytes",
+                "--max-request-id-bytes",
+            ));
+        }
+        if !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid_field(
+                "request_id",
+                "request_id may contain only visible ASCII characters (0x21-0x7e), e.g. a UUID",
+            ));
+        }
+        Ok(Some(RequestId(id)))
     }
-    // Redis PEXPIRE takes a signed 64-bit millisecond count.
-    if dur.as_millis() > (i64::MAX / 2) as u128 {
-        return Err(Error::invalid(format!("{field} is too large")));
-    }
-    // Sub-millisecond parts are truncated, as documented.
-    Ok(Some(Duration::from_millis(dur.as_millis() as u64)))
 }
 
 /// Converts a request condition.
@@ -164,7 +212,8 @@ pub fn condition(c: Option<pb::Condition>) -> Result<Condition> {
         Some(Kind::IfAbsent(_)) => Condition::IfAbsent,
         Some(Kind::IfExists(_)) => Condition::IfExists,
         Some(Kind::IfVersion(0)) => {
-            return Err(Error::invalid(
+            return Err(Error::invalid_field(
+                "condition.if_version",
                 "if_version must be a version returned by the service (never 0)",
             ));
         }
@@ -200,7 +249,7 @@ pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration>
 mod tests {
     use super::*;
 
-    fn limits() -> Limits {
+    pub(crate) fn limits() -> Limits {
         Limits {
             max_key_bytes: 4,
             max_value_bytes: 16,
@@ -208,6 +257,9 @@ mod tests {
             max_transaction_ops: 2,
             default_page_size: 10,
             max_page_size: 20,
+            max_ttl: Duration::from_secs(3600),
+            max_request_id_bytes: 8,
+            max_response_bytes: 1024,
         }
     }
 
@@ -223,15 +275,32 @@ mod tests {
     }
 
     #[test]
-    fn ttls_below_a_millisecond_are_rejected() {
+    fn ttls_are_between_a_millisecond_and_the_maximum() {
         let d = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
-        assert!(ttl(d(0, 999_999), "ttl").is_err());
-        assert!(ttl(d(-1, 0), "ttl").is_err());
-        assert!(ttl(None, "ttl").is_err());
+        let l = limits();
+        assert!(l.ttl(d(0, 999_999), "ttl").is_err());
+        assert!(l.ttl(d(-1, 0), "ttl").is_err());
+        assert!(l.ttl(None, "ttl").is_err());
         assert_eq!(
-            ttl(d(1, 1_500_000), "ttl").unwrap(),
+            l.ttl(d(1, 1_500_000), "ttl").unwrap(),
             Duration::from_millis(1001)
         );
+        assert_eq!(l.ttl(d(3600, 0), "ttl").unwrap(), Duration::from_secs(3600));
+        let e = l.ttl(d(3600, 1_000_000), "ttl").unwrap_err().to_string();
+        assert!(e.contains("--max-ttl / STATE_MAX_TTL"), "{e}");
+        // The largest a Duration can say is refused, not overflowed.
+        assert!(l.ttl(d(i64::MAX, 999_999_999), "ttl").is_err());
+    }
+
+    #[test]
+    fn request_ids_are_visible_ascii_of_bounded_length() {
+        let l = limits();
+        assert_eq!(l.request_id(String::new()).unwrap(), None);
+        assert!(l.request_id("a-b_c:1".into()).unwrap().is_some());
+        assert!(l.request_id("a b".into()).is_err());
+        assert!(l.request_id("é".into()).is_err());
+        let e = l.request_id("123456789".into()).unwrap_err().to_string();
+        assert!(e.contains("--max-request-id-bytes"), "{e}");
     }
 
     #[test]

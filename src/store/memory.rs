@@ -1,10 +1,18 @@
 //! The embedded in-memory backend: the default when no Redis URL is given.
 //!
 //! It is a product feature, not a mock: versions, TTLs, conditions,
-//! transactions and List behave exactly as on Redis (same conformance suite).
-//! State lives in one ordered map under one mutex, so every operation is atomic
-//! the way a Redis script is; nothing awaits while the lock is held. Expiry uses
-//! `tokio::time::Instant`, so tests can pause and advance time.
+//! transactions, List and running out of memory behave exactly as on Redis
+//! (same conformance suite). State lives in one ordered map under one mutex,
+//! so every operation is atomic the way a Redis script is; nothing awaits
+//! while the lock is held. Expiry uses `tokio::time::Instant`, so tests can
+//! pause and advance time.
+//!
+//! Memory is bounded by a budget (`--memory-max-bytes`), refused the way
+//! Redis refuses writes at `maxmemory` with `noeviction`: a write that would
+//! take the stored bytes past the budget is refused with RESOURCE_EXHAUSTED
+//! and writes nothing, while reads, deletes and expiry changes keep working.
+//! (Redis counts a command's own buffers into its memory, so near the limit
+//! it too refuses a large write while a small one may still pass.)
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,19 +21,24 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use prost::Message;
 use tokio::time::Instant;
 
 use crate::{
-    error::{Error, FailureReason, OpFailure, Result},
+    error::{Error, Exhaustion, FailureReason, OpFailure, Result},
     pb::{Value, value::Kind},
     store::{
-        Condition, Entry, ListPage, OpKind, OpResult, Store, WriteOp, next_version, type_name,
+        Condition, DeleteOp, Entry, Expiry, IncrementOp, Incremented, ListPage, Namespace,
+        OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, next_version, type_name,
     },
-    tenancy::Namespace,
 };
 
 /// How often expired keys are swept (reads also ignore them lazily).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes counted per stored key beyond its key and encoded value: the map
+/// node, the item's fields and the allocator's share, rounded up.
+const PER_KEY_OVERHEAD: usize = 96;
 
 #[derive(Debug, Clone)]
 struct Item {
@@ -40,57 +53,138 @@ impl Item {
     }
 }
 
-type Map = BTreeMap<String, Item>;
+fn size_of(key: &str, item: &Item) -> usize {
+    stored_size(key, &item.value)
+}
+
+fn stored_size(key: &str, value: &Value) -> usize {
+    key.len() + value.encoded_len() + PER_KEY_OVERHEAD
+}
+
+/// What an increment may add: an int under `key`.
+fn increment_size(key: &str) -> usize {
+    key.len() + 16 + PER_KEY_OVERHEAD
+}
+
+/// What a write may add to the store, for the budget check (an increment
+/// stores at most an int).
+fn incoming(ns: &Namespace, op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Put(p) => stored_size(&ns.storage_key(&p.key), &p.value),
+        WriteOp::Increment(i) => increment_size(&ns.storage_key(&i.key)),
+        WriteOp::Delete(_) => 0,
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    map: BTreeMap<String, Item>,
+    /// Bytes held, as `size_of` counts them (expired keys count until swept,
+    /// as on Redis until they are evicted).
+    bytes: usize,
+    /// The highest version ever issued by this store. Every new version is
+    /// above it, so versions never repeat for a key — also after a delete and
+    /// re-create in the same microsecond or a wall-clock step backwards.
+    high_water: u64,
+}
+
+impl State {
+    fn insert(&mut self, key: String, item: Item) {
+        self.bytes += size_of(&key, &item);
+        if let Some(old) = self.map.insert(key.clone(), item) {
+            self.bytes -= size_of(&key, &old);
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Item> {
+        let old = self.map.remove(key)?;
+        self.bytes -= size_of(key, &old);
+        Some(old)
+    }
+
+    fn live_mut(&mut self, key: &str, now: Instant) -> Option<&mut Item> {
+        self.map.get_mut(key).filter(|i| i.live(now))
+    }
+}
 
 /// The in-memory store. Cheap to clone; clones share the state.
 #[derive(Debug, Clone)]
 pub struct MemoryStore {
-    map: Arc<Mutex<Map>>,
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
+    state: Arc<Mutex<State>>,
+    budget: usize,
 }
 
 impl MemoryStore {
-    /// Creates an empty store. Inside a Tokio runtime it also starts a sweeper
-    /// that frees expired keys; the sweeper stops when the store is dropped.
-    pub fn new() -> Self {
-        let map = Arc::new(Mutex::new(Map::new()));
+    /// Creates an empty store holding at most about `budget` bytes. Inside a
+    /// Tokio runtime it also starts a sweeper that frees expired keys; the
+    /// sweeper stops when the store is dropped.
+    pub fn new(budget: usize) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
         if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::spawn(sweep(Arc::downgrade(&map)));
+            tokio::spawn(sweep(Arc::downgrade(&state)));
         }
-        Self { map }
+        Self { state, budget }
     }
 
     /// Number of stored entries, including expired ones not yet swept.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, Map> {
-        // A panic while holding the lock cannot leave a half-applied op behind
-        // (ops are computed first and committed with plain inserts), so the
-        // data is still consistent after poisoning.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    /// Bytes held, as the budget counts them.
+    pub fn used_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Refuses a write that would store `incoming` more bytes past the budget.
+    fn check_budget(&self, state: &State, incoming: usize) -> Result<()> {
+        if state.bytes.saturating_add(incoming) <= self.budget {
+            return Ok(());
+        }
+        Err(Error::ResourceExhausted {
+            reason: Exhaustion::BackendOutOfMemory,
+            message: format!(
+                "the embedded memory backend is at its budget of {} bytes \
+                 (--memory-max-bytes / STATE_MEMORY_MAX_BYTES); nothing was written. Delete \
+                 keys or let them expire, or raise the budget",
+                self.budget
+            ),
+            retry_after: None,
+        })
     }
 }
 
-async fn sweep(map: Weak<Mutex<Map>>) {
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave a half-applied op behind
+    // (ops are computed first and committed with plain inserts), so the data
+    // is still consistent after poisoning.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn sweep(state: Weak<Mutex<State>>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         tick.tick().await;
-        let Some(map) = map.upgrade() else { return };
+        let Some(state) = state.upgrade() else { return };
         let now = Instant::now();
-        map.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, item| item.live(now));
+        let mut st = lock(&state);
+        let expired: Vec<String> = st
+            .map
+            .iter()
+            .filter(|(_, i)| !i.live(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            st.remove(&k);
+        }
     }
 }
 
@@ -102,9 +196,11 @@ fn now_micros() -> u64 {
 }
 
 fn remaining(item: &Item, now: Instant) -> Option<Duration> {
-    // Millisecond precision, like PTTL.
-    item.expires_at
-        .map(|t| Duration::from_millis(t.saturating_duration_since(now).as_millis() as u64))
+    // Millisecond precision, like PTTL; a key that is still live has at
+    // least 1 ms left, as the Redis backend reports it.
+    item.expires_at.map(|t| {
+        Duration::from_millis((t.saturating_duration_since(now).as_millis() as u64).max(1))
+    })
 }
 
 fn entry(key: &str, item: &Item, now: Instant) -> Entry {
@@ -117,18 +213,23 @@ fn entry(key: &str, item: &Item, now: Instant) -> Entry {
 }
 
 /// The state of the keys an op list touches, as the ops see it: a view over
-/// the map plus the not-yet-committed changes of earlier ops.
+/// the map plus the not-yet-committed changes of earlier ops. Nothing reaches
+/// the map until `commit`, so a failing op leaves no trace.
 struct Overlay<'a> {
-    map: &'a Map,
+    state: &'a State,
     now: Instant,
+    clock: u64,
+    high_water: u64,
     changes: HashMap<String, Option<Item>>,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(map: &'a Map, now: Instant) -> Self {
+    fn new(state: &'a State, now: Instant) -> Self {
         Self {
-            map,
+            state,
             now,
+            clock: now_micros(),
+            high_water: state.high_water,
             changes: HashMap::new(),
         }
     }
@@ -136,121 +237,144 @@ impl<'a> Overlay<'a> {
     fn current(&self, key: &str) -> Option<&Item> {
         match self.changes.get(key) {
             Some(change) => change.as_ref(),
-            None => self.map.get(key).filter(|i| i.live(self.now)),
+            None => self.state.map.get(key).filter(|i| i.live(self.now)),
         }
     }
 
-    /// Applies one op to the overlay, or explains why it cannot be applied.
-    fn apply(
-        &mut self,
-        storage_key: &str,
-        client_key: &str,
-        op: &WriteOp,
-        version_clock: u64,
-    ) -> Result<OpResult, OpFailure> {
-        let current = self.current(storage_key).cloned();
-        let fail = |reason, current_version| OpFailure {
-            op_index: None,
-            key: client_key.to_string(),
-            reason,
-            current_version,
-        };
-        let cur_version = current.as_ref().map(|i| i.version);
-        match op.condition {
-            Condition::None => {}
-            Condition::IfAbsent if current.is_some() => {
-                return Err(fail(FailureReason::AlreadyExists, cur_version));
-            }
-            Condition::IfExists if current.is_none() => {
-                return Err(fail(FailureReason::NotFound, None));
-            }
+    fn next_version(&mut self) -> u64 {
+        self.high_water = next_version(Some(self.high_water), self.clock);
+        self.high_water
+    }
+
+    fn check(&self, key: &str, client_key: &str, condition: Condition) -> Result<(), OpFailure> {
+        let cur_version = self.current(key).map(|i| i.version);
+        let fail = |reason| Err(OpFailure::new(client_key, reason, cur_version));
+        match condition {
+            Condition::IfAbsent if cur_version.is_some() => fail(FailureReason::AlreadyExists),
+            Condition::IfExists if cur_version.is_none() => fail(FailureReason::NotFound),
             Condition::IfVersion(expected) if cur_version != Some(expected) => {
-                return Err(fail(
-                    FailureReason::VersionMismatch { expected },
-                    cur_version,
-                ));
+                fail(FailureReason::VersionMismatch { expected })
             }
-            _ => {}
+            _ => Ok(()),
         }
-        let version = next_version(cur_version, version_clock);
-        let (result, new_state) = match &op.kind {
-            OpKind::Delete => (
-                OpResult::Delete {
-                    deleted: current.is_some(),
-                },
-                None,
-            ),
-            OpKind::Put {
-                value,
-                ttl,
-                keep_ttl,
-            } => {
-                let expires_at = match (ttl, keep_ttl) {
-                    (Some(ttl), _) => Some(self.now + *ttl),
-                    (None, true) => current.as_ref().and_then(|i| i.expires_at),
-                    (None, false) => None,
-                };
-                (
-                    OpResult::Put { version },
-                    Some(Item {
-                        value: value.clone(),
-                        version,
-                        expires_at,
-                    }),
-                )
-            }
-            OpKind::Increment { delta, ttl } => {
-                let (base, expires_at) = match &current {
-                    None => (0, ttl.map(|t| self.now + t)),
-                    Some(item) => match item.value.kind {
-                        Some(Kind::IntValue(i)) => (i, item.expires_at),
-                        _ => {
-                            return Err(fail(
-                                FailureReason::NotAnInteger {
-                                    stored_type: type_name(&item.value),
-                                },
-                                cur_version,
-                            ));
-                        }
-                    },
-                };
-                let Some(value) = base.checked_add(*delta) else {
-                    return Err(fail(
-                        FailureReason::IncrementOverflow { delta: *delta },
+    }
+
+    fn put(&mut self, key: String, client_key: &str, op: &PutOp) -> Result<u64, OpFailure> {
+        self.check(&key, client_key, op.condition)?;
+        let expires_at = match op.expiry {
+            Expiry::After(ttl) => Some(self.now + ttl),
+            Expiry::Keep => self.current(&key).and_then(|i| i.expires_at),
+            Expiry::Never => None,
+        };
+        let version = self.next_version();
+        self.changes.insert(
+            key,
+            Some(Item {
+                value: op.value.clone(),
+                version,
+                expires_at,
+            }),
+        );
+        Ok(version)
+    }
+
+    fn delete(&mut self, key: String, client_key: &str, op: &DeleteOp) -> Result<bool, OpFailure> {
+        self.check(&key, client_key, op.condition)?;
+        let existed = self.current(&key).is_some();
+        self.changes.insert(key, None);
+        Ok(existed)
+    }
+
+    fn increment(
+        &mut self,
+        key: String,
+        client_key: &str,
+        op: &IncrementOp,
+    ) -> Result<Incremented, OpFailure> {
+        let current = self.current(&key);
+        let cur_version = current.map(|i| i.version);
+        let (base, expires_at) = match current {
+            None => (0, op.ttl.map(|t| self.now + t)),
+            Some(item) => match item.value.kind {
+                Some(Kind::IntValue(i)) => (i, item.expires_at),
+                _ => {
+                    let stored_type = type_name(&item.value);
+                    return Err(OpFailure::new(
+                        client_key,
+                        FailureReason::NotAnInteger { stored_type },
                         cur_version,
                     ));
-                };
-                (
-                    OpResult::Increment { value, version },
-                    Some(Item {
-                        value: Value {
-                            kind: Some(Kind::IntValue(value)),
-                        },
-                        version,
-                        expires_at,
-                    }),
-                )
-            }
+                }
+            },
         };
-        self.changes.insert(storage_key.to_string(), new_state);
-        Ok(result)
+        let Some(value) = base.checked_add(op.delta) else {
+            return Err(OpFailure::new(
+                client_key,
+                FailureReason::IncrementOverflow { delta: op.delta },
+                cur_version,
+            ));
+        };
+        let version = self.next_version();
+        self.changes.insert(
+            key,
+            Some(Item {
+                value: Value {
+                    kind: Some(Kind::IntValue(value)),
+                },
+                version,
+                expires_at,
+            }),
+        );
+        Ok(Incremented { value, version })
     }
 
-    fn into_changes(self) -> HashMap<String, Option<Item>> {
-        self.changes
+    fn apply(&mut self, ns: &Namespace, op: &WriteOp) -> Result<OpResult, OpFailure> {
+        let key = ns.storage_key(op.key());
+        Ok(match op {
+            WriteOp::Put(p) => OpResult::Put {
+                version: self.put(key, &p.key, p)?,
+            },
+            WriteOp::Delete(d) => OpResult::Delete {
+                deleted: self.delete(key, &d.key, d)?,
+            },
+            WriteOp::Increment(i) => OpResult::Increment(self.increment(key, &i.key, i)?),
+        })
+    }
+
+    fn into_parts(self) -> (HashMap<String, Option<Item>>, u64) {
+        (self.changes, self.high_water)
     }
 }
 
-fn commit(map: &mut Map, changes: HashMap<String, Option<Item>>) {
+fn commit(state: &mut State, (changes, high_water): (HashMap<String, Option<Item>>, u64)) {
+    state.high_water = state.high_water.max(high_water);
     for (key, change) in changes {
         match change {
-            Some(item) => {
-                map.insert(key, item);
-            }
+            Some(item) => state.insert(key, item),
             None => {
-                map.remove(&key);
+                state.remove(&key);
             }
         }
+    }
+}
+
+impl MemoryStore {
+    /// Runs `f` against an overlay and commits what it wrote when it
+    /// succeeds; `incoming` is what the call may add to the store (checked
+    /// against the budget first).
+    fn write<T>(
+        &self,
+        incoming: usize,
+        f: impl FnOnce(&mut Overlay<'_>) -> Result<T, OpFailure>,
+    ) -> Result<T> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        self.check_budget(&state, incoming)?;
+        let mut overlay = Overlay::new(&state, now);
+        let result = f(&mut overlay)?;
+        let parts = overlay.into_parts();
+        commit(&mut state, parts);
+        Ok(result)
     }
 }
 
@@ -262,8 +386,8 @@ impl Store for MemoryStore {
         refresh_ttl: Option<Duration>,
     ) -> Result<Option<Entry>> {
         let now = Instant::now();
-        let mut map = self.lock();
-        let Some(item) = map.get_mut(&ns.storage_key(key)).filter(|i| i.live(now)) else {
+        let mut state = self.lock();
+        let Some(item) = state.live_mut(&ns.storage_key(key), now) else {
             return Ok(None);
         };
         if let Some(ttl) = refresh_ttl {
@@ -272,103 +396,117 @@ impl Store for MemoryStore {
         Ok(Some(entry(key, item, now)))
     }
 
+    async fn put(&self, ns: &Namespace, op: PutOp) -> Result<u64> {
+        let key = ns.storage_key(&op.key);
+        let size = stored_size(&key, &op.value);
+        self.write(size, |o| o.put(key, &op.key, &op))
+    }
+
+    async fn delete(&self, ns: &Namespace, op: DeleteOp) -> Result<bool> {
+        let key = ns.storage_key(&op.key);
+        self.write(0, |o| o.delete(key, &op.key, &op))
+    }
+
+    async fn increment(&self, ns: &Namespace, op: IncrementOp) -> Result<Incremented> {
+        let key = ns.storage_key(&op.key);
+        self.write(increment_size(&key), |o| o.increment(key, &op.key, &op))
+    }
+
+    async fn expire(&self, ns: &Namespace, key: &str, ttl: Duration) -> Result<bool> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        Ok(match state.live_mut(&ns.storage_key(key), now) {
+            Some(item) => {
+                item.expires_at = Some(now + ttl);
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn persist(&self, ns: &Namespace, key: &str) -> Result<bool> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        Ok(match state.live_mut(&ns.storage_key(key), now) {
+            Some(item) => {
+                item.expires_at = None;
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn batch_get(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
         let now = Instant::now();
-        let map = self.lock();
+        let state = self.lock();
         Ok(keys
             .iter()
             .map(|k| {
-                map.get(&ns.storage_key(k))
+                state
+                    .map
+                    .get(&ns.storage_key(k))
                     .filter(|i| i.live(now))
                     .map(|i| entry(k, i, now))
             })
             .collect())
     }
 
-    async fn transact(&self, ns: &Namespace, ops: Vec<WriteOp>) -> Result<Vec<OpResult>> {
-        let now = Instant::now();
-        let clock = now_micros();
-        let mut map = self.lock();
-        let mut overlay = Overlay::new(&map, now);
-        let mut results = Vec::with_capacity(ops.len());
-        for (i, op) in ops.iter().enumerate() {
-            let storage_key = ns.storage_key(&op.key);
-            match overlay.apply(&storage_key, &op.key, op, clock) {
-                Ok(r) => results.push(r),
-                Err(mut failure) => {
-                    if ops.len() > 1 {
-                        failure.op_index = Some(i);
-                    }
-                    return Err(Error::from(failure));
-                }
-            }
-        }
-        let changes = overlay.into_changes();
-        commit(&mut map, changes);
-        Ok(results)
-    }
-
-    async fn apply_each(
+    async fn batch_put(
         &self,
         ns: &Namespace,
-        ops: Vec<WriteOp>,
-    ) -> Result<Vec<Result<OpResult, OpFailure>>> {
+        items: Vec<PutOp>,
+    ) -> Result<Vec<Result<u64, OpFailure>>> {
         let now = Instant::now();
-        let clock = now_micros();
-        let mut map = self.lock();
-        let mut results = Vec::with_capacity(ops.len());
-        for (i, op) in ops.iter().enumerate() {
-            let storage_key = ns.storage_key(&op.key);
-            let mut overlay = Overlay::new(&map, now);
-            let result = overlay.apply(&storage_key, &op.key, op, clock);
-            let changes = overlay.into_changes();
-            commit(&mut map, changes);
-            results.push(result.map_err(|mut f| {
-                f.op_index = Some(i);
-                f
-            }));
+        let mut state = self.lock();
+        let size = items
+            .iter()
+            .map(|p| stored_size(&ns.storage_key(&p.key), &p.value))
+            .sum();
+        self.check_budget(&state, size)?;
+        let mut results = Vec::with_capacity(items.len());
+        for (i, op) in items.iter().enumerate() {
+            let mut overlay = Overlay::new(&state, now);
+            let result = overlay.put(ns.storage_key(&op.key), &op.key, op);
+            let parts = overlay.into_parts();
+            commit(&mut state, parts);
+            results.push(result.map_err(|f| f.at(i)));
         }
         Ok(results)
     }
 
     async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
         let now = Instant::now();
-        let mut map = self.lock();
+        let mut state = self.lock();
         Ok(keys
             .iter()
-            .map(|k| map.remove(&ns.storage_key(k)).is_some_and(|i| i.live(now)))
+            .map(|k| {
+                state
+                    .remove(&ns.storage_key(k))
+                    .is_some_and(|i| i.live(now))
+            })
             .collect())
     }
 
-    async fn expire(&self, ns: &Namespace, key: &str, ttl: Duration) -> Result<bool> {
-        let now = Instant::now();
-        let mut map = self.lock();
-        match map.get_mut(&ns.storage_key(key)).filter(|i| i.live(now)) {
-            Some(item) => {
-                item.expires_at = Some(now + ttl);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    async fn persist(&self, ns: &Namespace, key: &str) -> Result<bool> {
-        let now = Instant::now();
-        let mut map = self.lock();
-        match map.get_mut(&ns.storage_key(key)).filter(|i| i.live(now)) {
-            Some(item) => {
-                item.expires_at = None;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+    async fn transact(
+        &self,
+        ns: &Namespace,
+        ops: Vec<WriteOp>,
+        _request_id: Option<RequestId>,
+    ) -> Result<Vec<OpResult>> {
+        let size = ops.iter().map(|op| incoming(ns, op)).sum();
+        self.write(size, |overlay| {
+            ops.iter()
+                .enumerate()
+                .map(|(i, op)| overlay.apply(ns, op).map_err(|f| f.at(i)))
+                .collect()
+        })
     }
 
     async fn list(
         &self,
         ns: &Namespace,
         prefix: &str,
-        limit: usize,
+        limits: PageLimits,
         cursor: Option<&[u8]>,
         include_values: bool,
     ) -> Result<ListPage> {
@@ -378,35 +516,42 @@ impl Store for MemoryStore {
             None => Bound::Included(start.clone()),
             Some(c) => {
                 let after = std::str::from_utf8(c)
-                    .map_err(|_| Error::invalid("page_token is not valid for this listing"))?;
-                if !after.starts_with(&start) {
-                    return Err(Error::invalid("page_token is not valid for this listing"));
-                }
+                    .ok()
+                    .filter(|a| a.starts_with(&start))
+                    .ok_or_else(|| Error::invalid("page_token is not valid for this listing"))?;
                 Bound::Excluded(after.to_string())
             }
         };
         let now = Instant::now();
-        let map = self.lock();
+        let state = self.lock();
         let mut page = ListPage::default();
+        let mut bytes = 0;
         let mut last = None;
-        let mut iter = map
+        let mut iter = state
+            .map
             .range((lower, Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(&start))
-            .filter(|(_, i)| i.live(now));
-        for (storage_key, item) in iter.by_ref() {
+            .filter(|(_, i)| i.live(now))
+            .peekable();
+        while let Some((storage_key, item)) = iter.peek() {
             let Some(key) = ns.client_key(storage_key.as_bytes()) else {
+                iter.next();
                 continue;
             };
-            page.keys.push(key.to_string());
-            if include_values {
-                page.entries.push(entry(key, item, now));
-            }
-            last = Some(storage_key.clone());
-            if page.keys.len() == limit {
+            let e = include_values.then(|| entry(key, item, now));
+            let size = key.len() + e.as_ref().map_or(0, Entry::response_bytes);
+            if page.keys.len() == limits.max_keys
+                || (!page.keys.is_empty() && bytes + size > limits.max_bytes)
+            {
                 break;
             }
+            bytes += size;
+            page.keys.push(key.to_string());
+            page.entries.extend(e);
+            last = Some(storage_key.to_string());
+            iter.next();
         }
-        if page.keys.len() == limit && iter.next().is_some() {
+        if iter.peek().is_some() {
             page.cursor = last.map(String::into_bytes);
         }
         Ok(page)
@@ -417,6 +562,9 @@ impl Store for MemoryStore {
     }
 
     fn describe(&self) -> String {
-        "memory (embedded, not shared, not durable)".to_string()
+        format!(
+            "memory (embedded, not shared, not durable; budget {} bytes)",
+            self.budget
+        )
     }
 }

@@ -1,23 +1,28 @@
-//! The storage contract: one trait, implemented by the Redis backend and by the
-//! embedded in-memory backend. Both pass the same conformance suite
-//! (`tests/conformance.rs`); a behaviour that differs between them is a bug.
+//! The storage contract: one trait with a typed method per operation,
+//! implemented by the Redis backend and by the embedded in-memory backend.
+//! Both pass the same conformance suite (`tests/conformance.rs`); a behaviour
+//! that differs between them is a bug.
 //!
-//! The trait speaks in storage terms (namespaces, typed values, write ops) and
-//! knows nothing of gRPC. Limits and request validation happen before it, in
-//! `api`; deadlines are applied around it, also in `api`.
+//! The store owns the key layout (`keyspace`) and knows nothing of gRPC or of
+//! who is calling: the API layer validates requests and limits, resolves the
+//! tenant, and hands the store a `Namespace`. Deadlines are applied around
+//! the store, in `api`.
 
 use std::{future::Future, time::Duration};
+
+use prost::Message;
 
 use crate::{
     error::{OpFailure, Result},
     pb::Value,
-    tenancy::Namespace,
 };
 
 pub mod codec;
+pub mod keyspace;
 pub mod memory;
 pub mod redis;
 
+pub use keyspace::{Keyspace, Namespace};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -31,6 +36,14 @@ pub struct Entry {
     pub ttl: Option<Duration>,
 }
 
+impl Entry {
+    /// Bytes this entry adds to a response (key, encoded value, and the
+    /// version/TTL fields): what the response byte budgets count.
+    pub fn response_bytes(&self) -> usize {
+        self.key.len() + self.value.encoded_len() + 24
+    }
+}
+
 /// A condition checked atomically with a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Condition {
@@ -41,38 +54,95 @@ pub enum Condition {
     IfVersion(u64),
 }
 
-/// What a write op does.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OpKind {
-    /// Store `value`. `ttl: Some` sets the expiry; `None` removes it unless
-    /// `keep_ttl`.
-    Put {
-        value: Value,
-        ttl: Option<Duration>,
-        keep_ttl: bool,
-    },
-    Delete,
-    /// Add `delta` to an int value (absent: created at 0 with `ttl`).
-    Increment {
-        delta: i64,
-        ttl: Option<Duration>,
-    },
+/// What a put does to the key's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// No expiry after the write (an existing one is removed).
+    #[default]
+    Never,
+    /// Expires this long after the write.
+    After(Duration),
+    /// Keeps the existing key's expiry (none for a new key).
+    Keep,
 }
 
-/// One write of a transaction, a batch, or a single-key RPC.
+/// A client-chosen idempotency key (validated by the API: 1..N visible
+/// ASCII bytes). A retry carrying the same id returns the first attempt's
+/// result instead of writing again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(pub String);
+
+/// Store `value` under `key`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WriteOp {
+pub struct PutOp {
     pub key: String,
-    pub kind: OpKind,
+    pub value: Value,
+    pub expiry: Expiry,
     pub condition: Condition,
+    pub request_id: Option<RequestId>,
 }
 
-/// The result of one applied write op.
+/// Delete `key` (if_absent is refused by the API before it gets here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeleteOp {
+    pub key: String,
+    pub condition: Condition,
+    pub request_id: Option<RequestId>,
+}
+
+/// Add `delta` to an int value; an absent key is created at 0 first and
+/// given `ttl` (an existing key keeps its expiry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncrementOp {
+    pub key: String,
+    pub delta: i64,
+    pub ttl: Option<Duration>,
+    pub request_id: Option<RequestId>,
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    Put(PutOp),
+    Delete(DeleteOp),
+    Increment(IncrementOp),
+}
+
+impl WriteOp {
+    pub fn key(&self) -> &str {
+        match self {
+            WriteOp::Put(op) => &op.key,
+            WriteOp::Delete(op) => &op.key,
+            WriteOp::Increment(op) => &op.key,
+        }
+    }
+}
+
+/// The result of an increment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incremented {
+    pub value: i64,
+    pub version: u64,
+}
+
+/// The result of one applied transaction op, in the op's own terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpResult {
     Put { version: u64 },
     Delete { deleted: bool },
-    Increment { value: i64, version: u64 },
+    Increment(Incremented),
+}
+
+/// How much one List page may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Most keys in the page.
+    pub max_keys: usize,
+    /// Most response bytes in the page (keys, and entries when values are
+    /// asked for). A page always holds at least one key when one is due,
+    /// even one larger than this (values are bounded by --max-value-bytes,
+    /// which is checked to fit a response).
+    pub max_bytes: usize,
 }
 
 /// One page of a listing.
@@ -85,14 +155,18 @@ pub struct ListPage {
     pub cursor: Option<Vec<u8>>,
 }
 
-/// The storage contract. Every method acts inside one tenant's namespace.
+/// The storage contract. Every method acts inside one tenant's namespace and
+/// is atomic unless it says otherwise.
 ///
-/// Round trips are those of the Redis backend; the memory backend does the
-/// same work under one lock.
+/// Round trips are those of the Redis backend (`store::redis`); the memory
+/// backend does the same work under one lock. Versions grow on every write of
+/// a key and never repeat for it, also across delete and re-create and within
+/// one transaction. TTLs handed in are already validated (at least 1 ms, at
+/// most --max-ttl).
 pub trait Store: Send + Sync + 'static {
-    /// Reads a key: value, version and remaining TTL, atomically.
-    /// With `refresh_ttl`, an existing key's expiry is reset to it in the same
-    /// atomic step. One round trip.
+    /// Reads a key: value, version and remaining TTL, atomically. With
+    /// `refresh_ttl`, an existing key's expiry is reset to it in the same
+    /// atomic step (the version does not change). One round trip.
     fn get(
         &self,
         ns: &Namespace,
@@ -100,41 +174,24 @@ pub trait Store: Send + Sync + 'static {
         refresh_ttl: Option<Duration>,
     ) -> impl Future<Output = Result<Option<Entry>>> + Send;
 
-    /// Reads many keys as one consistent snapshot (MULTI/EXEC). One round trip.
-    fn batch_get(
-        &self,
-        ns: &Namespace,
-        keys: &[String],
-    ) -> impl Future<Output = Result<Vec<Option<Entry>>>> + Send;
-
-    /// Applies `ops` all-or-nothing: each op's condition is checked, in order,
-    /// against the state left by the ops before it; if any check fails nothing
-    /// is written and the failure (with its `op_index`) is returned as
-    /// `Error::Condition`. One round trip (one Lua script).
-    fn transact(
-        &self,
-        ns: &Namespace,
-        ops: Vec<WriteOp>,
-    ) -> impl Future<Output = Result<Vec<OpResult>>> + Send;
-
-    /// Applies `ops` independently, in order: each succeeds or fails its own
-    /// condition. Not atomic as a whole. One round trip.
-    fn apply_each(
-        &self,
-        ns: &Namespace,
-        ops: Vec<WriteOp>,
-    ) -> impl Future<Output = Result<Vec<Result<OpResult, OpFailure>>>> + Send;
-
-    /// Deletes many keys without conditions; per-key "existed". One pipelined
+    /// Writes one value after checking its condition against the live state;
+    /// returns the new version. A failed condition is `Error::Condition`. One
     /// round trip.
-    fn batch_delete(
+    fn put(&self, ns: &Namespace, op: PutOp) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Deletes one key; whether it existed. One round trip.
+    fn delete(&self, ns: &Namespace, op: DeleteOp) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Adds to an int value with exact int64 arithmetic (overflow and a
+    /// non-int value are `Error::Condition`). One round trip.
+    fn increment(
         &self,
         ns: &Namespace,
-        keys: &[String],
-    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+        op: IncrementOp,
+    ) -> impl Future<Output = Result<Incremented>> + Send;
 
-    /// Sets the expiry of an existing key; returns whether it existed.
-    /// The version does not change.
+    /// Sets the expiry of an existing key; whether it existed. The version
+    /// does not change. One round trip.
     fn expire(
         &self,
         ns: &Namespace,
@@ -142,25 +199,62 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Removes the expiry of a key; returns whether it existed.
+    /// Removes the expiry of a key; whether it existed. One round trip.
     fn persist(&self, ns: &Namespace, key: &str) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Reads distinct keys as one consistent snapshot (on one Redis); results
+    /// in the order of `keys`. One round trip (MGET).
+    fn batch_get(
+        &self,
+        ns: &Namespace,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Entry>>>> + Send;
+
+    /// Applies puts independently, in order: each succeeds or fails its own
+    /// condition (the failure carries its `op_index`). Not atomic as a whole.
+    /// One round trip.
+    fn batch_put(
+        &self,
+        ns: &Namespace,
+        items: Vec<PutOp>,
+    ) -> impl Future<Output = Result<Vec<Result<u64, OpFailure>>>> + Send;
+
+    /// Deletes many keys without conditions; per-key "existed". One round trip.
+    fn batch_delete(
+        &self,
+        ns: &Namespace,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// Applies `ops` all-or-nothing: each op's condition (and an increment's
+    /// type and overflow) is checked, in order, against the state left by the
+    /// ops before it; if any check fails nothing is written and the failure,
+    /// with its `op_index`, is returned as `Error::Condition`. Every error is
+    /// decided before the first write. One round trip (one Lua script).
+    fn transact(
+        &self,
+        ns: &Namespace,
+        ops: Vec<WriteOp>,
+        request_id: Option<RequestId>,
+    ) -> impl Future<Output = Result<Vec<OpResult>>> + Send;
+
     /// One page of the keys starting with `prefix`. `cursor` is what the
-    /// previous page returned. At most `limit` keys; a page may be shorter even
+    /// previous page returned. A page may be shorter than its limits even
     /// when more follow (the backend bounds the work per page).
     fn list(
         &self,
         ns: &Namespace,
         prefix: &str,
-        limit: usize,
+        limits: PageLimits,
         cursor: Option<&[u8]>,
         include_values: bool,
     ) -> impl Future<Output = Result<ListPage>> + Send;
 
-    /// Whether the backend answers right now (drives grpc.health.v1).
+    /// Whether the backend can serve right now (drives grpc.health.v1); the
+    /// error says why not, for the operator's log.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// A short description for logs and error messages (no credentials).
+    /// A short description for the operator's log (no credentials).
     fn describe(&self) -> String;
 }
 
@@ -180,12 +274,13 @@ pub fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Versions: `max(previous + 1, now in µs since the Unix epoch)`. Increasing
-/// for a key while it exists, and — because it restarts from the clock, not
-/// from 1 — not repeated after the key is deleted and recreated (unless the
-/// clock steps back further than the key's last version). Both backends use this rule.
-pub fn next_version(previous: Option<u64>, now_micros: u64) -> u64 {
-    match previous {
+/// Versions: `max(floor + 1, now in µs since the Unix epoch)`, where `floor`
+/// is the highest version this key has had that the writer knows of (its
+/// current version, or the one it had before a delete earlier in the same
+/// transaction). Increasing for a key, and — because it restarts from the
+/// clock, not from 1 — not repeated after the key is deleted and recreated.
+pub fn next_version(floor: Option<u64>, now_micros: u64) -> u64 {
+    match floor {
         Some(p) if p >= now_micros => p + 1,
         _ => now_micros,
     }

@@ -1,14 +1,13 @@
-//! Who is calling and which part of the keyspace they own.
+//! Who is calling and what they may do.
 //!
 //! A request's identity comes from its credentials when the server has any
 //! configured (a bearer token from the tenants file, or a client certificate
 //! verified against `--tls-client-ca`), and from the `x-tenant-id` header only
-//! when it has none (trusted development and meshes). Every storage key is
-//! `<key-prefix>:<tenant>:<key>`; since tenant ids cannot contain `:`, one
-//! tenant's namespace is never a prefix of another's. This module must never
-//! let client text shape anything outside that namespace: List prefixes are
-//! escaped before they become SCAN patterns, and a header can narrow but never
-//! change the tenant that credentials establish.
+//! when it has none (trusted development and meshes). A header can narrow but
+//! never change the tenant that credentials establish. Tenant ids are
+//! `[A-Za-z0-9._-]{1,64}`: the key layout (`store::keyspace`) relies on them
+//! containing neither `:` nor `#`. Which keys a tenant owns is the store's
+//! business, not this module's.
 
 pub mod cert;
 pub mod rate;
@@ -77,7 +76,7 @@ pub enum Scope {
     /// Put, PutWithTtl, Delete, Expire, Persist, Increment, BatchPut,
     /// BatchDelete, Transact, and Get with `refresh_ttl` (it extends a key's life).
     Write,
-    /// Reserved for administrative RPCs; no RPC requires it yet.
+    /// Administrative RPCs (AdminService).
     Admin,
 }
 
@@ -158,11 +157,14 @@ impl Identity {
         if self.scopes.contains(scope) {
             return Ok(());
         }
-        Err(Error::PermissionDenied(format!(
-            "this call needs the {:?} scope; the caller's credentials grant {}",
-            scope.as_str(),
-            self.scopes
-        )))
+        Err(Error::PermissionDenied {
+            message: format!(
+                "this call needs the {:?} scope; the caller's credentials grant {}",
+                scope.as_str(),
+                self.scopes
+            ),
+            scope: Some(scope.as_str()),
+        })
     }
 }
 
@@ -224,10 +226,14 @@ impl TenantResolver {
                     None => default_tenant.clone(),
                     Some(v) => {
                         let s = v.to_str().map_err(|_| {
-                            Error::invalid(format!("{TENANT_HEADER} must be ASCII"))
+                            Error::invalid_field(
+                                TENANT_HEADER,
+                                format!("{TENANT_HEADER} must be ASCII"),
+                            )
                         })?;
-                        TenantId::parse(s)
-                            .map_err(|e| Error::invalid(format!("{TENANT_HEADER}: {e}")))?
+                        TenantId::parse(s).map_err(|e| {
+                            Error::invalid_field(TENANT_HEADER, format!("{TENANT_HEADER}: {e}"))
+                        })?
                     }
                 };
                 Ok(Identity {
@@ -274,10 +280,13 @@ impl TenantResolver {
                 // for header mode keep working) but never name another one.
                 for v in metadata.get_all(TENANT_HEADER) {
                     if v.as_bytes() != identity.tenant.as_str().as_bytes() {
-                        return Err(Error::PermissionDenied(format!(
-                            "{TENANT_HEADER} does not match the tenant of the credentials; \
-                             omit the header or send your own tenant id"
-                        )));
+                        return Err(Error::PermissionDenied {
+                            message: format!(
+                                "{TENANT_HEADER} does not match the tenant of the credentials; \
+                                 omit the header or send your own tenant id"
+                            ),
+                            scope: None,
+                        });
                     }
                 }
                 Ok(identity)
@@ -334,65 +343,6 @@ fn certificate_identity(
                     .into(),
             )
         }),
-    }
-}
-
-/// The keyspace of one tenant: `<key-prefix>:<tenant>:`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Namespace {
-    tenant: TenantId,
-    prefix: String,
-}
-
-impl Namespace {
-    pub fn new(key_prefix: &str, tenant: TenantId) -> Self {
-        // Built by hand: this runs on every request, and `format!` costs
-        // several times as much.
-        let mut prefix = String::with_capacity(key_prefix.len() + tenant.0.len() + 2);
-        prefix.push_str(key_prefix);
-        prefix.push(':');
-        prefix.push_str(&tenant.0);
-        prefix.push(':');
-        Self { tenant, prefix }
-    }
-
-    pub fn tenant(&self) -> &TenantId {
-        &self.tenant
-    }
-
-    /// The storage key of a client key. Client keys are opaque: whatever they
-    /// contain only extends this namespace's prefix.
-    pub fn storage_key(&self, key: &str) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + key.len());
-        s.push_str(&self.prefix);
-        s.push_str(key);
-        s
-    }
-
-    /// The client key of a storage key, if it lies in this namespace and is UTF-8.
-    pub fn client_key<'a>(&self, storage_key: &'a [u8]) -> Option<&'a str> {
-        let rest = storage_key.strip_prefix(self.prefix.as_bytes())?;
-        std::str::from_utf8(rest).ok()
-    }
-
-    /// A Redis SCAN MATCH pattern selecting exactly this namespace's keys that
-    /// start with `client_prefix`: every glob metacharacter is escaped, so the
-    /// pattern is a literal prefix followed by one `*`.
-    pub fn scan_pattern(&self, client_prefix: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.prefix.len() + client_prefix.len() * 2 + 1);
-        for &b in self
-            .prefix
-            .as_bytes()
-            .iter()
-            .chain(client_prefix.as_bytes())
-        {
-            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.push(b'*');
-        out
     }
 }
 
@@ -469,7 +419,7 @@ mod tests {
         };
         assert!(matches!(
             id.require(Scope::Read),
-            Err(Error::PermissionDenied(_))
+            Err(Error::PermissionDenied { .. })
         ));
     }
 
@@ -481,22 +431,5 @@ mod tests {
         for bad in ["a:b", "a*", "a{b}", "ä", "a b", "a/b"] {
             assert!(TenantId::parse(bad).is_err(), "{bad} accepted");
         }
-    }
-
-    #[test]
-    fn storage_keys_stay_inside_the_namespace() {
-        let ns = Namespace::new("state", TenantId::parse("a").unwrap());
-        assert_eq!(ns.storage_key("x:y{z}*"), "state:a:x:y{z}*");
-        assert_eq!(ns.client_key(b"state:a:x:y"), Some("x:y"));
-        assert_eq!(ns.client_key(b"state:ab:x"), None);
-    }
-
-    #[test]
-    fn scan_patterns_escape_glob_characters() {
-        let ns = Namespace::new("state", TenantId::parse("a").unwrap());
-        assert_eq!(
-            ns.scan_pattern("k*?[]\\"),
-            b"state:a:k\\*\\?\\[\\]\\\\*".to_vec()
-        );
     }
 }

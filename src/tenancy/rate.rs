@@ -81,6 +81,7 @@ impl TenantLimiter {
             // RetryInfo carries millisecond-ish precision; never advertise 0.
             let retry_after = wait.max(Duration::from_millis(1));
             Error::ResourceExhausted {
+                reason: crate::error::Exhaustion::RateLimited,
                 message: format!(
                     "the tenant's rate limit ({} requests/s, burst {}) is exhausted; \
                      retry after {retry_after:?}",

@@ -3,6 +3,7 @@
 //! a connected gRPC client. Everything is stopped when the guards drop.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod pki;
 
 use std::{
@@ -19,6 +20,73 @@ use state_service::{
 };
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+
+/// The client every test uses: the generated stub over a channel that checks
+/// every error status it receives for backend details (see `Checked`).
+pub type Client = StateServiceClient<Checked>;
+
+/// A channel that fails the test when an error status tells the client
+/// something only the operator may know: a Redis URL, a host:port, or text
+/// of a raw Redis reply. Every test that talks through the harness's client
+/// runs this check on every error it provokes.
+#[derive(Clone)]
+pub struct Checked(pub Channel);
+
+/// Text that must never reach a client.
+const LEAKS: &[&str] = &[
+    "redis://",
+    "rediss://",
+    "127.0.0.1:",
+    "WRONGTYPE",
+    "NOSCRIPT",
+    "OOM command",
+    "ERR ",
+    "LOADING Redis",
+    "READONLY You can't",
+    "MOVED ",
+    "broken pipe",
+    "Connection refused",
+    "BulkString",
+    "Array(",
+];
+
+/// Panics if `message` (a status a client received) names backend details.
+pub fn assert_no_backend_details(message: &str) {
+    for leak in LEAKS {
+        assert!(
+            !message.contains(leak),
+            "a client-visible error reveals backend details ({leak:?}): {message}"
+        );
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Checked {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let fut = tower::Service::call(&mut self.0, req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            // Errors of unary calls arrive as trailers-only responses, whose
+            // status is in the headers.
+            if let Some(status) = tonic::Status::from_header_map(resp.headers()) {
+                assert_no_backend_details(status.message());
+            }
+            Ok(resp)
+        })
+    }
+}
 
 /// Generates, for each named `async fn name(backend: Backend)` of the calling
 /// test file, one test per backend (`memory::name`, `redis::name`), so both
@@ -39,6 +107,34 @@ macro_rules! both_backends {
 }
 #[allow(unused_imports)]
 pub(crate) use both_backends;
+
+/// How often the polling helpers look again. Tests never sleep to
+/// synchronise: they poll for the state they need, with a deadline of
+/// seconds (`eventually!`).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// Polls `$cond` (which may `.await`) every `POLL_INTERVAL` until it holds,
+/// failing the test with `$what` if it has not within `$timeout`.
+#[allow(unused_macros)]
+macro_rules! eventually {
+    ($timeout:expr, $what:expr, $cond:expr) => {{
+        let timeout: std::time::Duration = $timeout;
+        let start = std::time::Instant::now();
+        loop {
+            if $cond {
+                break;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{} did not happen within {timeout:?}",
+                $what
+            );
+            tokio::time::sleep(common::POLL_INTERVAL).await;
+        }
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use eventually;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
@@ -177,7 +273,7 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
             start.elapsed() < timeout,
             "nothing listening on port {port} after {timeout:?}"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -221,12 +317,12 @@ pub struct ClientTls {
 /// A running service and a client connected to it.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub client: StateServiceClient<Channel>,
+    pub client: Client,
     pub redis: Option<TestRedis>,
     /// Set when the server speaks TLS.
     pub tls: Option<ClientTls>,
     shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<Result<(), server::BoxError>>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), server::ServeError>>>,
 }
 
 impl TestServer {
@@ -276,13 +372,13 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::for_tests(addr, redis_url);
-        config.health_check_interval = Duration::from_millis(100);
+        config.server.health_check_interval = Duration::from_millis(100);
         tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server::run(listener, config, async move {
             let _ = rx.await;
         }));
-        let client = StateServiceClient::new(channel(addr, tls.as_ref()).await);
+        let client = StateServiceClient::new(Checked(channel(addr, tls.as_ref()).await));
         let server = TestServer {
             addr,
             client,
@@ -307,19 +403,19 @@ impl TestServer {
     }
 
     /// A new client on its own connection, with `tls` (None: plaintext).
-    pub async fn client_with(&self, tls: Option<&ClientTls>) -> StateServiceClient<Channel> {
-        StateServiceClient::new(channel(self.addr, tls).await)
+    pub async fn client_with(&self, tls: Option<&ClientTls>) -> Client {
+        StateServiceClient::new(Checked(channel(self.addr, tls).await))
     }
 
     /// Stops the server and waits for it to finish.
-    pub async fn stop(mut self) -> Result<(), server::BoxError> {
+    pub async fn stop(mut self) -> Result<(), server::ServeError> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         self.handle.take().unwrap().await.unwrap()
     }
 
-    pub fn client(&self) -> StateServiceClient<Channel> {
+    pub fn client(&self) -> Client {
         self.client.clone()
     }
 }
@@ -332,14 +428,14 @@ impl Drop for TestServer {
     }
 }
 
-pub async fn connect(addr: SocketAddr) -> StateServiceClient<Channel> {
+pub async fn connect(addr: SocketAddr) -> Client {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
         .expect("connect to test server");
-    StateServiceClient::new(channel)
+    StateServiceClient::new(Checked(channel))
 }
 
 /// The endpoint of a test server, over TLS (to `localhost`) when `tls` is set.
@@ -418,7 +514,7 @@ pub async fn wait_health_with(
             start.elapsed() < timeout,
             "health did not become {want:?} within {timeout:?} (last: {got:?})"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -510,4 +606,25 @@ pub fn tenants_toml(tenants: &[TenantDef<'_>]) -> String {
         }
     }
     out
+}
+
+/// The Prometheus text of a metrics endpoint on `port` (`--metrics-listen`).
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+/// The value of the first sample line of `text` starting with `prefix`.
+pub fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

@@ -142,7 +142,7 @@ impl Connections {
             .wait_timeout(Some(settings.pool_wait_timeout))
             .recycle_timeout(Some(settings.connect_timeout))
             .build()
-            .map_err(|e| Error::Internal(format!("building the Redis pool: {e}")))?;
+            .map_err(|e| Error::internal(format!("building the Redis pool: {e}")))?;
         let slots = (0..settings.pool_size)
             .map(|_| Slot {
                 conn: Mutex::new(None),
@@ -272,7 +272,7 @@ impl Connections {
             },
             None => match tokio::time::timeout(timeout, self.reconnect(slot)).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Err(e)) => return Err(e.log_detail().unwrap_or_default().to_string()),
                 Err(_) => return Err(format!("connecting timed out after {timeout:?}")),
             },
         };
@@ -296,10 +296,10 @@ impl Connections {
         }
     }
 
+    /// UNAVAILABLE for clients; the address and cause go to the log.
     pub fn unavailable(&self, cause: String) -> Error {
         Error::Unavailable {
-            addr: self.addr.clone(),
-            cause,
+            detail: format!("redis at {}: {cause}", self.addr),
         }
     }
 }
@@ -310,15 +310,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A Redis error as text safe for clients and logs: redis-rs errors carry no
-/// credentials, but connection errors may echo addresses, which are redacted
-/// by the caller's prefix anyway.
+/// A Redis error as text for the operator's log (never for clients: it can
+/// echo addresses and reply text). redis-rs errors carry no credentials.
 pub fn describe_redis_error(e: &RedisError) -> String {
     let mut s = e.to_string();
-    if s.len() > 300 {
-        s.truncate(300);
-    }
+    truncate_at_char_boundary(&mut s, 300);
     s
+}
+
+/// Shortens `s` to at most `max` bytes without splitting a character: the
+/// text comes from Redis or a proxy, which decide where multi-byte
+/// characters fall.
+pub fn truncate_at_char_boundary(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
 }
 
 fn describe_pool_error(e: &PoolError) -> String {
@@ -338,5 +349,22 @@ impl KindStr for RedisError {
     /// the URL, password included.
     fn kind_str(&self) -> String {
         format!("{:?}", self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        // Byte 300 falls inside a 3-byte character: `String::truncate(300)`
+        // would panic here.
+        let mut s = format!("{}{}", "a".repeat(299), "€€€");
+        truncate_at_char_boundary(&mut s, 300);
+        assert_eq!(s, "a".repeat(299));
+        let mut short = "ok".to_string();
+        truncate_at_char_boundary(&mut short, 300);
+        assert_eq!(short, "ok");
     }
 }

@@ -1,12 +1,16 @@
-//! The Redis backend (standalone Redis; Cluster and Sentinel are planned).
+//! The Redis backend (standalone Redis).
 //!
 //! Storage format 2 (docs/design/storage-format.md): each key is one string,
 //! a 32-byte header (version, absolute expiry) and the encoded value
 //! (`record`). Reads are one GET (BatchGet: one MGET); every write is one Lua
-//! script call (`scripts::APPLY`, `scripts::RETIME`) so that conditions,
-//! versions and expiry are applied atomically. Every call
-//! is bounded by the command timeout; connection loss empties the slot and is
-//! reported as UNAVAILABLE naming the (redacted) Redis address.
+//! script call (`scripts`) so that conditions, versions and expiry are
+//! applied atomically; an unconditional Delete is a plain DEL. Every call is
+//! bounded by the command timeout; connection loss empties the connection
+//! slot and is reported as UNAVAILABLE (the address and cause go to the log).
+//!
+//! Each typed `Store` method picks the cheapest script that keeps the
+//! contract: a lone unconditional Put uses the short PUT script, conditional
+//! writes and increments the general APPLY, Transact APPLY in atomic mode.
 
 mod conn;
 pub mod record;
@@ -21,12 +25,14 @@ use std::{
 use redis::{RedisError, RedisResult, Value as RValue};
 
 use crate::{
-    error::{Error, FailureReason, OpFailure, Result},
-    store::{Condition, Entry, ListPage, OpKind, OpResult, Store, WriteOp, codec},
-    tenancy::Namespace,
+    error::{Error, Exhaustion, FailureReason, OpFailure, Result},
+    store::{
+        Condition, DeleteOp, Entry, Expiry, IncrementOp, Incremented, ListPage, Namespace,
+        OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, codec,
+    },
 };
 
-pub use conn::{ConnSettings, Connections};
+pub use conn::{ConnSettings, Connections, truncate_at_char_boundary};
 
 /// Upper bound of SCAN calls behind one List page, so that a sparse prefix in
 /// a large keyspace returns a shorter page (with a token) instead of holding
@@ -90,107 +96,125 @@ impl RedisStore {
                 let err = self.map_redis_error(e, dropped);
                 crate::metrics::redis_error(match &err {
                     Error::Unavailable { .. } => "connection",
-                    Error::DeadlineExceeded(_) => "timeout",
+                    Error::DeadlineExceeded { .. } => "timeout",
                     Error::ResourceExhausted { .. } => "oom",
                     _ => "other",
                 });
                 Err(err)
             }
-            Err(_) => Err({
+            Err(_) => {
                 crate::metrics::redis_error("timeout");
-                Error::DeadlineExceeded(format!(
-                    "redis at {} did not answer within {:?} (--redis-command-timeout); \
-                 for a write the outcome is unknown",
-                    self.conns.addr(),
-                    self.command_timeout
-                ))
-            }),
+                Err(self.timeout_error(format!(
+                    "redis at {} did not answer within the command timeout",
+                    self.conns.addr()
+                )))
+            }
         }
     }
 
+    fn timeout_error(&self, detail: String) -> Error {
+        Error::DeadlineExceeded {
+            message: format!(
+                "the state backend did not answer within {:?} (--redis-command-timeout); \
+                 for a write the outcome is unknown",
+                self.command_timeout
+            ),
+            detail: Some(detail),
+        }
+    }
+
+    /// Maps a Redis error by what the client should do; the address and the
+    /// reply text go into the log detail only.
     fn map_redis_error(&self, e: RedisError, dropped: bool) -> Error {
         let cause = conn::describe_redis_error(&e);
         if dropped {
             return self.conns.unavailable(cause);
         }
         if e.is_timeout() {
-            return Error::DeadlineExceeded(format!(
-                "redis at {} timed out: {cause}",
-                self.conns.addr()
-            ));
+            return self.timeout_error(format!("redis at {}: {cause}", self.conns.addr()));
         }
         match e.code() {
             Some("OOM") => Error::ResourceExhausted {
-                message: format!(
-                    "redis at {} is out of memory (maxmemory reached); nothing was written",
-                    self.conns.addr()
-                ),
+                reason: Exhaustion::BackendOutOfMemory,
+                message: "the Redis backend is out of memory (maxmemory reached); nothing was \
+                          written. Delete keys or retry later"
+                    .into(),
                 retry_after: None,
             },
             Some("LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN") => {
                 self.conns.unavailable(cause)
             }
-            _ => Error::Internal(format!("unexpected reply from redis: {cause}")),
+            _ => Error::internal(format!(
+                "unexpected error from redis at {}: {cause}",
+                self.conns.addr()
+            )),
         }
     }
 
-    async fn run_apply(&self, ns: &Namespace, ops: &[WriteOp], atomic: bool) -> Result<RValue> {
+    /// Runs a prepared script invocation.
+    async fn eval(&self, inv: redis::ScriptInvocation<'static>) -> Result<RValue> {
+        self.call(|mut c| async move { inv.invoke_async::<RValue>(&mut c).await })
+            .await
+    }
+
+    /// APPLY over `ops` (`atomic` for Transact, else each op on its own).
+    async fn apply(&self, ns: &Namespace, ops: &[WriteOp], atomic: bool) -> Result<Vec<RValue>> {
         let mut inv = scripts::APPLY.prepare_invoke();
         inv.arg(if atomic { "atomic" } else { "each" });
         for op in ops {
-            inv.key(ns.storage_key(&op.key));
-            let (kind, payload, ttl, keep) = match &op.kind {
-                OpKind::Put {
-                    value,
-                    ttl,
-                    keep_ttl,
-                } => ("P", codec::encode(value), *ttl, *keep_ttl),
-                OpKind::Delete => ("D", Vec::new(), None, false),
-                OpKind::Increment { delta, ttl } => {
-                    ("I", delta.to_string().into_bytes(), *ttl, false)
+            inv.key(ns.storage_key(op.key()));
+            let (kind, payload, ttl, keep, condition) = match op {
+                WriteOp::Put(p) => {
+                    let (ttl, keep) = match p.expiry {
+                        Expiry::Never => (None, false),
+                        Expiry::After(t) => (Some(t), false),
+                        Expiry::Keep => (None, true),
+                    };
+                    ("P", codec::encode(&p.value), ttl, keep, p.condition)
                 }
-            };
-            let cond = match op.condition {
-                Condition::None => String::new(),
-                Condition::IfAbsent => "A".into(),
-                Condition::IfExists => "E".into(),
-                Condition::IfVersion(v) => record::version_condition(v),
+                WriteOp::Delete(d) => ("D", Vec::new(), None, false, d.condition),
+                WriteOp::Increment(i) => (
+                    "I",
+                    i.delta.to_string().into_bytes(),
+                    i.ttl,
+                    false,
+                    Condition::None,
+                ),
             };
             inv.arg(kind)
                 .arg(payload)
                 .arg(ttl.map_or(0, millis))
                 .arg(if keep { "1" } else { "0" })
-                .arg(cond);
+                .arg(condition_arg(condition));
         }
-        self.call(|mut c| async move { inv.invoke_async::<RValue>(&mut c).await })
-            .await
+        let reply = self.eval(inv).await?;
+        let RValue::Array(mut parts) = reply else {
+            return Err(unexpected("APPLY", &reply));
+        };
+        match parts.first().and_then(as_str) {
+            Some("OK") if parts.len() == ops.len() + 1 => {
+                parts.remove(0);
+                Ok(parts)
+            }
+            Some("ABORT") if parts.len() == 5 => {
+                let index = match &parts[1] {
+                    RValue::Int(i) if *i >= 1 && (*i as usize) <= ops.len() => *i as usize - 1,
+                    other => return Err(unexpected("APPLY op index", other)),
+                };
+                let reason = as_str(&parts[2]).unwrap_or("");
+                Err(failure(&ops[index], reason, &parts[3], &parts[4])?
+                    .at(index)
+                    .into())
+            }
+            Some("BAD_TTL") => Err(bad_ttl()),
+            _ => Err(unexpected("APPLY", &RValue::Array(parts))),
+        }
     }
 
-    /// A lone unconditional Put without `keep_ttl` through the short PUT
-    /// script; `None` for any other op (the caller uses APPLY).
-    async fn put_plain(&self, ns: &Namespace, op: &WriteOp) -> Result<Option<OpResult>> {
-        let OpKind::Put {
-            value,
-            ttl,
-            keep_ttl: false,
-        } = &op.kind
-        else {
-            return Ok(None);
-        };
-        if op.condition != Condition::None {
-            return Ok(None);
-        }
-        let mut inv = scripts::PUT.prepare_invoke();
-        inv.key(ns.storage_key(&op.key))
-            .arg(codec::encode(value))
-            .arg(ttl.map_or(0, millis));
-        let reply: RValue = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
-        match parse_op_result(op, &reply)? {
-            Ok(r) => Ok(Some(r)),
-            Err(f) => Err(f.into()),
-        }
+    /// One op through APPLY in `each` mode, its failure as an error.
+    async fn apply_one(&self, ns: &Namespace, op: WriteOp) -> Result<OpResult> {
+        let parts = self.apply(ns, std::slice::from_ref(&op), false).await?;
+        Ok(parse_op(&op, &parts[0])??)
     }
 
     /// One MGET for every key (atomic, so a consistent snapshot); fails as a
@@ -215,8 +239,8 @@ impl RedisStore {
             .call(|mut c| async move { cmd.query_async(&mut c).await })
             .await?;
         if replies.len() != keys.len() {
-            return Err(Error::Internal(format!(
-                "expected {} replies from redis, got {}",
+            return Err(Error::internal(format!(
+                "expected {} replies to MGET from redis, got {}",
                 keys.len(),
                 replies.len()
             )));
@@ -268,7 +292,8 @@ impl RedisStore {
         })
     }
 
-    /// Runs RETIME on one key: new TTL in ms (0: none).
+    /// Runs RETIME on one key: new TTL in ms (0: none); with `want_value`,
+    /// the rewritten string.
     async fn retime(
         &self,
         ns: &Namespace,
@@ -280,18 +305,17 @@ impl RedisStore {
         inv.key(ns.storage_key(key))
             .arg(ttl_ms)
             .arg(if want_value { "v" } else { "" });
-        let reply: RValue = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
+        let reply = self.eval(inv).await?;
         let RValue::Array(parts) = &reply else {
-            return Err(unexpected("script", &reply));
+            return Err(unexpected("RETIME", &reply));
         };
         match (parts.first().and_then(as_str), parts.get(1)) {
             (Some("NONE"), _) => Ok(None),
             (Some("BAD"), why) => Err(foreign(key, why.and_then(as_str).unwrap_or(""))),
+            (Some("BAD_TTL"), _) => Err(bad_ttl()),
             (Some("OK"), Some(RValue::BulkString(raw))) => Ok(Some(raw.clone())),
             (Some("OK"), None) => Ok(Some(Vec::new())),
-            _ => Err(unexpected("script", &reply)),
+            _ => Err(unexpected("RETIME", &reply)),
         }
     }
 
@@ -308,20 +332,56 @@ impl RedisStore {
     }
 }
 
-/// The error for a key holding data state-service did not write.
-fn foreign(key: &str, detail: &str) -> Error {
-    Error::from(OpFailure {
-        op_index: None,
-        key: key.to_string(),
-        reason: FailureReason::InvalidStoredValue {
-            detail: detail.to_string(),
-        },
-        current_version: None,
-    })
+/// The condition argument of the scripts.
+fn condition_arg(c: Condition) -> String {
+    match c {
+        Condition::None => String::new(),
+        Condition::IfAbsent => "A".into(),
+        Condition::IfExists => "E".into(),
+        Condition::IfVersion(v) => record::version_condition(v),
+    }
 }
 
+/// The error for a key holding data state-service did not write.
+fn foreign(key: &str, detail: &str) -> Error {
+    OpFailure::new(
+        key,
+        FailureReason::InvalidStoredValue {
+            detail: detail.to_string(),
+        },
+        None,
+    )
+    .into()
+}
+
+/// A script refused an expiry the header cannot hold. The API's --max-ttl
+/// keeps every TTL far below it, so this is a broken invariant; nothing was
+/// written.
+fn bad_ttl() -> Error {
+    Error::internal("a script refused an expiry beyond the header's range (nothing was written)")
+}
+
+/// An unexpected reply, described by its shape only: replies can carry
+/// stored values, which never go to a log.
 fn unexpected(what: &str, v: &RValue) -> Error {
-    Error::Internal(format!("unexpected {what} reply from redis: {v:?}"))
+    Error::internal(format!("unexpected {what} reply from redis: {}", shape(v)))
+}
+
+/// The shape of a reply without its content: `Array[BulkString(32 bytes), Int]`.
+fn shape(v: &RValue) -> String {
+    match v {
+        RValue::Nil => "Nil".into(),
+        RValue::Int(_) => "Int".into(),
+        RValue::BulkString(b) => format!("BulkString({} bytes)", b.len()),
+        RValue::SimpleString(s) => format!("SimpleString({} bytes)", s.len()),
+        RValue::Okay => "Okay".into(),
+        RValue::Array(items) => {
+            let inner: Vec<String> = items.iter().take(8).map(shape).collect();
+            let more = if items.len() > 8 { ", …" } else { "" };
+            format!("Array[{}{more}]", inner.join(", "))
+        }
+        other => format!("{:?}", std::mem::discriminant(other)),
+    }
 }
 
 fn millis(d: Duration) -> u64 {
@@ -347,13 +407,17 @@ fn as_u64(v: &RValue) -> Option<u64> {
     }
 }
 
-/// Builds the failure of op `i` from the script's reason, version and detail.
+/// Builds the failure of `op` from a script's reason, version and detail.
 fn failure(op: &WriteOp, reason: &str, ver: &RValue, detail: &RValue) -> Result<OpFailure> {
-    let current_version = as_u64(ver);
     let detail_bytes = as_bytes(detail).unwrap_or_default();
+    let condition = match op {
+        WriteOp::Put(p) => p.condition,
+        WriteOp::Delete(d) => d.condition,
+        WriteOp::Increment(_) => Condition::None,
+    };
     let reason = match reason {
         "VERSION_MISMATCH" => FailureReason::VersionMismatch {
-            expected: match op.condition {
+            expected: match condition {
                 Condition::IfVersion(v) => v,
                 _ => 0,
             },
@@ -364,8 +428,8 @@ fn failure(op: &WriteOp, reason: &str, ver: &RValue, detail: &RValue) -> Result<
             stored_type: codec::type_of_encoded(detail_bytes),
         },
         "INCREMENT_OVERFLOW" => FailureReason::IncrementOverflow {
-            delta: match op.kind {
-                OpKind::Increment { delta, .. } => delta,
+            delta: match op {
+                WriteOp::Increment(i) => i.delta,
                 _ => 0,
             },
         },
@@ -373,47 +437,42 @@ fn failure(op: &WriteOp, reason: &str, ver: &RValue, detail: &RValue) -> Result<
             detail: String::from_utf8_lossy(detail_bytes).into_owned(),
         },
         other => {
-            return Err(Error::Internal(format!(
-                "unknown failure {other:?} from script"
+            return Err(Error::internal(format!(
+                "unknown failure {other:?} from a script"
             )));
         }
     };
-    Ok(OpFailure {
-        op_index: None,
-        key: op.key.clone(),
-        reason,
-        current_version,
-    })
+    Ok(OpFailure::new(op.key(), reason, as_u64(ver)))
 }
 
-/// Parses one per-op result table of the APPLY script.
-fn parse_op_result(op: &WriteOp, v: &RValue) -> Result<Result<OpResult, OpFailure>> {
+/// Parses one per-op result of APPLY (or PUT / DELETE) for `op`.
+fn parse_op(op: &WriteOp, v: &RValue) -> Result<Result<OpResult, OpFailure>> {
+    let bad = || unexpected("script", v);
     let parts = match v {
         // A put answers with its version alone.
-        RValue::BulkString(_) => {
-            let version = as_u64(v).ok_or_else(|| unexpected("script", v))?;
+        RValue::BulkString(_) if matches!(op, WriteOp::Put(_)) => {
+            let version = as_u64(v).ok_or_else(bad)?;
             return Ok(Ok(OpResult::Put { version }));
         }
         RValue::Array(parts) => parts,
-        _ => return Err(unexpected("script", v)),
+        _ => return Err(bad()),
     };
-    let tag = parts.first().and_then(as_str).unwrap_or("");
     let get = |i: usize| parts.get(i).unwrap_or(&RValue::Nil);
-    let bad = || unexpected("script", v);
-    Ok(Ok(match tag {
-        "D" => OpResult::Delete {
+    Ok(Ok(match (op, parts.first().and_then(as_str)) {
+        (WriteOp::Delete(_), Some("D")) => OpResult::Delete {
             deleted: as_str(get(1)) == Some("1"),
         },
-        "I" => OpResult::Increment {
+        (WriteOp::Increment(_), Some("I")) => OpResult::Increment(Incremented {
             value: as_str(get(1))
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(bad)?,
             version: as_u64(get(2)).ok_or_else(bad)?,
-        },
-        "F" => {
+        }),
+        (_, Some("F")) => {
             let reason = as_str(get(1)).ok_or_else(bad)?;
             return Ok(Err(failure(op, reason, get(2), get(3))?));
         }
+        (_, Some("BAD_TTL")) => return Err(bad_ttl()),
         _ => return Err(bad()),
     }))
 }
@@ -434,84 +493,57 @@ impl Store for RedisStore {
         }
     }
 
-    async fn batch_get(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
-        self.read_many(ns, keys).await
-    }
-
-    async fn transact(&self, ns: &Namespace, ops: Vec<WriteOp>) -> Result<Vec<OpResult>> {
-        if let [op] = ops.as_slice()
-            && let Some(r) = self.put_plain(ns, op).await?
-        {
-            return Ok(vec![r]);
-        }
-        // One op needs no simulation phase: a failed op writes nothing.
-        let atomic = ops.len() > 1;
-        let reply = self.run_apply(ns, &ops, atomic).await?;
-        let RValue::Array(parts) = &reply else {
-            return Err(unexpected("script", &reply));
-        };
-        match parts.first().and_then(as_str) {
-            Some("OK") if parts.len() == ops.len() + 1 => {
-                let mut results = Vec::with_capacity(ops.len());
-                for (op, part) in ops.iter().zip(&parts[1..]) {
-                    match parse_op_result(op, part)? {
-                        Ok(r) => results.push(r),
-                        // Only reachable with one op (each mode).
-                        Err(f) => return Err(f.into()),
-                    }
-                }
-                Ok(results)
-            }
-            Some("ABORT") if parts.len() == 5 => {
-                let index = match &parts[1] {
-                    RValue::Int(i) if *i >= 1 && (*i as usize) <= ops.len() => *i as usize - 1,
-                    other => return Err(unexpected("script op index", other)),
+    async fn put(&self, ns: &Namespace, op: PutOp) -> Result<u64> {
+        let ttl = match op.expiry {
+            Expiry::Never if op.condition == Condition::None => None,
+            Expiry::After(t) if op.condition == Condition::None => Some(t),
+            // Conditions and keep_ttl need the general script.
+            _ => {
+                return match self.apply_one(ns, WriteOp::Put(op)).await? {
+                    OpResult::Put { version } => Ok(version),
+                    other => Err(Error::internal(format!(
+                        "APPLY answered a put with {other:?}"
+                    ))),
                 };
-                let reason = as_str(&parts[2]).unwrap_or("");
-                let mut f = failure(&ops[index], reason, &parts[3], &parts[4])?;
-                f.op_index = Some(index);
-                Err(f.into())
             }
-            _ => Err(unexpected("script", &reply)),
+        };
+        let mut inv = scripts::PUT.prepare_invoke();
+        inv.key(ns.storage_key(&op.key))
+            .arg(codec::encode(&op.value))
+            .arg(ttl.map_or(0, millis));
+        let reply = self.eval(inv).await?;
+        match parse_op(&WriteOp::Put(op), &reply)?? {
+            OpResult::Put { version } => Ok(version),
+            other => Err(Error::internal(format!("PUT answered {other:?}"))),
         }
     }
 
-    async fn apply_each(
-        &self,
-        ns: &Namespace,
-        ops: Vec<WriteOp>,
-    ) -> Result<Vec<Result<OpResult, OpFailure>>> {
-        let reply = self.run_apply(ns, &ops, false).await?;
-        match &reply {
-            RValue::Array(parts)
-                if parts.len() == ops.len() + 1 && parts.first().and_then(as_str) == Some("OK") =>
-            {
-                ops.iter()
-                    .zip(&parts[1..])
-                    .enumerate()
-                    .map(|(i, (op, part))| {
-                        parse_op_result(op, part).map(|r| {
-                            r.map_err(|mut f| {
-                                f.op_index = Some(i);
-                                f
-                            })
-                        })
-                    })
-                    .collect()
-            }
-            _ => Err(unexpected("script", &reply)),
+    async fn delete(&self, ns: &Namespace, op: DeleteOp) -> Result<bool> {
+        if op.condition == Condition::None {
+            // An unconditional delete is a plain DEL: no script needed.
+            let sk = ns.storage_key(&op.key);
+            let n: i64 = self
+                .call(|mut c| async move { redis::cmd("DEL").arg(sk).query_async(&mut c).await })
+                .await?;
+            return Ok(n > 0);
+        }
+        let mut inv = scripts::DELETE.prepare_invoke();
+        inv.key(ns.storage_key(&op.key))
+            .arg(condition_arg(op.condition));
+        let reply = self.eval(inv).await?;
+        match parse_op(&WriteOp::Delete(op), &reply)?? {
+            OpResult::Delete { deleted } => Ok(deleted),
+            other => Err(Error::internal(format!("DELETE answered {other:?}"))),
         }
     }
 
-    async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("DEL").arg(ns.storage_key(k));
+    async fn increment(&self, ns: &Namespace, op: IncrementOp) -> Result<Incremented> {
+        match self.apply_one(ns, WriteOp::Increment(op)).await? {
+            OpResult::Increment(r) => Ok(r),
+            other => Err(Error::internal(format!(
+                "APPLY answered an increment with {other:?}"
+            ))),
         }
-        let counts: Vec<i64> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
-        Ok(counts.into_iter().map(|n| n > 0).collect())
     }
 
     async fn expire(&self, ns: &Namespace, key: &str, ttl: Duration) -> Result<bool> {
@@ -525,11 +557,70 @@ impl Store for RedisStore {
         Ok(self.retime(ns, key, 0, false).await?.is_some())
     }
 
+    async fn batch_get(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
+        self.read_many(ns, keys).await
+    }
+
+    async fn batch_put(
+        &self,
+        ns: &Namespace,
+        items: Vec<PutOp>,
+    ) -> Result<Vec<Result<u64, OpFailure>>> {
+        let ops: Vec<WriteOp> = items.into_iter().map(WriteOp::Put).collect();
+        let parts = self.apply(ns, &ops, false).await?;
+        ops.iter()
+            .zip(&parts)
+            .enumerate()
+            .map(|(i, (op, part))| {
+                Ok(match parse_op(op, part)? {
+                    Ok(OpResult::Put { version }) => Ok(version),
+                    Ok(other) => {
+                        return Err(Error::internal(format!(
+                            "APPLY answered a batch put with {other:?}"
+                        )));
+                    }
+                    Err(f) => Err(f.at(i)),
+                })
+            })
+            .collect()
+    }
+
+    async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("DEL").arg(ns.storage_key(k));
+        }
+        let counts: Vec<i64> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        Ok(counts.into_iter().map(|n| n > 0).collect())
+    }
+
+    async fn transact(
+        &self,
+        ns: &Namespace,
+        ops: Vec<WriteOp>,
+        _request_id: Option<RequestId>,
+    ) -> Result<Vec<OpResult>> {
+        let parts = self.apply(ns, &ops, true).await?;
+        ops.iter()
+            .zip(&parts)
+            .map(|(op, part)| match parse_op(op, part)? {
+                Ok(r) => Ok(r),
+                // Atomic mode reports failures as ABORT, never per op.
+                Err(f) => Err(Error::internal(format!(
+                    "APPLY (atomic) answered a per-op failure {}",
+                    f.reason.as_str()
+                ))),
+            })
+            .collect()
+    }
+
     async fn list(
         &self,
         ns: &Namespace,
         prefix: &str,
-        limit: usize,
+        limits: PageLimits,
         cursor: Option<&[u8]>,
         include_values: bool,
     ) -> Result<ListPage> {
@@ -543,11 +634,20 @@ impl Store for RedisStore {
         // token cannot add anything outside the requested prefix.
         pending.retain(|k| k.starts_with(prefix));
         pending.reverse();
+        let limit = limits.max_keys;
         let mut keys = Vec::new();
+        let mut key_bytes = 0;
         let mut seen = std::collections::HashSet::new();
-        while keys.len() < limit {
-            let Some(k) = pending.pop() else { break };
+        let room = |keys: &Vec<String>, key_bytes: usize, next: &str| {
+            keys.len() < limit && (keys.is_empty() || key_bytes + next.len() <= limits.max_bytes)
+        };
+        while let Some(k) = pending.pop() {
+            if !room(&keys, key_bytes, &k) {
+                pending.push(k);
+                break;
+            }
             if seen.insert(k.clone()) {
+                key_bytes += k.len();
                 keys.push(k);
             }
         }
@@ -555,7 +655,8 @@ impl Store for RedisStore {
         let pattern = ns.scan_pattern(prefix);
         let full_prefix = ns.storage_key(prefix);
         let mut scans = 0;
-        while keys.len() < limit
+        while pending.is_empty()
+            && keys.len() < limit
             && scans < MAX_SCANS_PER_PAGE
             && let Some(c) = scan
         {
@@ -587,28 +688,46 @@ impl Store for RedisStore {
                 if seen.contains(key) {
                     continue;
                 }
-                if keys.len() < limit {
+                if pending.is_empty() && room(&keys, key_bytes, key) {
                     seen.insert(key.to_string());
+                    key_bytes += key.len();
                     keys.push(key.to_string());
                 } else if !pending.iter().any(|p| p == key) {
                     pending.push(key.to_string());
                 }
             }
         }
-        let mut page = ListPage {
-            cursor: (scan.is_some() || !pending.is_empty())
-                .then(|| ListCursor { scan, pending }.encode()),
-            ..ListPage::default()
-        };
+        let mut page = ListPage::default();
         if include_values && !keys.is_empty() {
             // Keys that vanished meanwhile, or hold data another tool wrote,
             // are listed without an entry rather than failing the page.
             let entries = self.read_each(ns, &keys).await?;
+            // The byte budget counts values too: keys past it wait for the
+            // next page, ahead of what SCAN found after them.
+            let mut bytes = 0;
+            let mut cut = keys.len();
+            for (i, (k, e)) in keys.iter().zip(&entries).enumerate() {
+                let size = k.len()
+                    + match e {
+                        Ok(Some(e)) => e.response_bytes(),
+                        _ => 0,
+                    };
+                if i > 0 && bytes + size > limits.max_bytes {
+                    cut = i;
+                    break;
+                }
+                bytes += size;
+            }
+            let deferred = keys.split_off(cut);
+            pending.splice(0..0, deferred);
             page.entries = entries
                 .into_iter()
+                .take(cut)
                 .filter_map(|r| r.ok().flatten())
                 .collect();
         }
+        page.cursor =
+            (scan.is_some() || !pending.is_empty()).then(|| ListCursor { scan, pending }.encode());
         page.keys = keys;
         Ok(page)
     }
@@ -705,7 +824,7 @@ impl ListCursor {
     }
 }
 
-/// The Redis URL without credentials, for logs, errors and metrics:
+/// The Redis URL without credentials, for logs and metrics:
 /// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
@@ -746,5 +865,18 @@ mod tests {
         assert!(ListCursor::decode(&[7]).is_none());
         assert!(ListCursor::decode(&[1, 0]).is_none());
         assert!(ListCursor::decode(&[0, 9, 0, 0, 0, b'x']).is_none());
+    }
+
+    #[test]
+    fn unexpected_replies_are_described_without_their_content() {
+        let reply = RValue::Array(vec![
+            RValue::BulkString(b"the secret value".to_vec()),
+            RValue::Int(3),
+        ]);
+        let Error::Internal { detail, .. } = unexpected("GET", &reply) else {
+            unreachable!()
+        };
+        assert!(!detail.contains("secret"), "{detail}");
+        assert!(detail.contains("BulkString(16 bytes)"), "{detail}");
     }
 }

@@ -5,10 +5,21 @@
 //! the encoded value (`store::codec`). Reads are plain GET/MGET and need no
 //! script; every write is a script because the new version depends on the old
 //! one and conditions must be checked atomically (WATCH/MULTI is unsound on a
-//! multiplexed connection). Lua numbers are doubles: versions (< 2^53) and
-//! expiries are exact in them, increments use exact two-limb arithmetic.
-//! Numbers are formatted with `%0Nd`-style `%.0f` because Lua's `tostring`
-//! switches to exponent notation above 1e14.
+//! multiplexed connection).
+//!
+//! Rules every script keeps:
+//! - **Decide, then write.** Every check — conditions, foreign data, the
+//!   header's digits, increment types and overflow, the expiry fitting the
+//!   header — happens before the first write of the call, so a script never
+//!   leaves half its work behind.
+//! - **Out of memory is all or nothing.** Scripts start with a `#!lua`
+//!   shebang, so Redis (7.0+) refuses a whole writing script up front while it
+//!   is over `maxmemory`, instead of failing the first SET inside it. The
+//!   scripts that only change expiries or delete are flagged `allow-oom`.
+//! - Lua numbers are doubles: versions (< 2^53) and expiries are exact in
+//!   them, increments use exact two-limb arithmetic, and numbers are
+//!   formatted with `%0N.0f` because `tostring` switches to exponent notation
+//!   above 1e14.
 
 use std::sync::LazyLock;
 
@@ -20,6 +31,8 @@ const PRELUDE: &str = r#"
 local MAGIC = '\255\2'
 local HDR = 32
 local NO_EXP = '00000000000000'
+-- The header's expiry field holds 14 digits of Unix ms (until the year 5138).
+local MAX_EXP = 99999999999999
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local NOW_MS = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -32,22 +45,24 @@ local function load(k)
   if #v < HDR or string.sub(v, 1, 2) ~= MAGIC then
     return true, v, 'the value has no state-service header'
   end
-  -- (tonumber rather than a pattern match: it is cheaper, and the magic has
-  -- already told ours from foreign strings; reads check the digits strictly.)
-  if not tonumber(string.sub(v, 3, 18)) or not tonumber(string.sub(v, 19, 32)) then
+  if not string.find(string.sub(v, 3, HDR), '^%d+$') then
     return true, v, 'bad version or expiry in the header'
   end
   return true, v, nil
 end
 
-local function exp_of(ttl) return string.format('%014.0f', NOW_MS + ttl) end
+-- The header's expiry for a TTL in ms from now; nil when it would not fit.
+local function exp_of(ttl)
+  local e = NOW_MS + ttl
+  if e > MAX_EXP then return nil end
+  return string.format('%014.0f', e)
+end
 
--- Writes header + payload with the expiry the header names (zeros: none).
-local function store(k, ver, exp, payload, keep)
+-- Writes header + payload with the expiry the header names (zeros: none),
+-- setting the key's own Redis expiry to the same instant.
+local function store(k, ver, exp, payload)
   local v = MAGIC .. ver .. exp .. payload
-  if keep then
-    redis.call('SET', k, v, 'KEEPTTL')
-  elseif exp == NO_EXP then
+  if exp == NO_EXP then
     redis.call('SET', k, v)
   else
     redis.call('SET', k, v, 'PXAT', tonumber(exp))
@@ -55,21 +70,12 @@ local function store(k, ver, exp, payload, keep)
   return v
 end
 
-local function next_ver(ver)
-  local c = tonumber(ver or '0') or 0
+-- Above the highest version the key has had (`floor`, a 16-digit string or
+-- nil) and not below the clock.
+local function next_ver(floor)
+  local c = tonumber(floor or '0') or 0
   if c >= NOW then c = c + 1 else c = NOW end
   return string.format('%016.0f', c)
-end
-
--- An unconditional put without keep_ttl, the common write: the new version,
--- or a failure table when the key holds foreign data. Kept short because
--- Redis runs it once per key of a BatchPut.
-local function put_plain(k, payload, ttl)
-  local exists, v, bad = load(k)
-  if bad then return {'F', 'INVALID_STORED_VALUE', '', bad} end
-  local nv = next_ver(exists and string.sub(v, 3, 18))
-  if ttl > 0 then store(k, nv, exp_of(ttl), payload, false) else store(k, nv, NO_EXP, payload, false) end
-  return nv
 end
 "#;
 
@@ -80,43 +86,55 @@ end
 ///          ops leave; write only if all pass) or `each` (apply ops one by one;
 ///          a failed op writes nothing and the rest go on).
 /// ARGV[2+5(i-1) ..]  five args per op: kind (`P`, `D`, `I`), payload (encoded
-///          value for P, decimal delta for I, empty for D), ttl in ms (`0`: none),
-///          keep_ttl (`1`/`0`), condition (empty, `A` absent, `E` exists,
-///          `V<16-digit version>`).
+///          value for P, decimal delta for I, empty for D), ttl in ms (`0`:
+///          none), keep_ttl (`1`/`0`), condition (empty, `A` absent, `E`
+///          exists, `V<16-digit version>`).
 ///
 /// Returns `{'OK', r1, r2, …}` where each r is a put's version (a string),
 /// `{'D', '0'|'1'}`, `{'I', value, version}` or, in `each` mode only,
-/// `{'F', reason, current_version, detail}`; or, in `atomic` mode when a check
-/// fails, `{'ABORT', op_index (1-based), reason, current_version, detail}`.
-/// Versions come back zero-padded to 16 digits.
-pub static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(&[PRELUDE, APPLY_SRC].concat()));
+/// `{'F', reason, current_version, detail}`; in `atomic` mode when a check
+/// fails, `{'ABORT', op_index (1-based), reason, current_version, detail}`;
+/// `{'BAD_TTL', op_index}` when an expiry would not fit the header (the
+/// service's --max-ttl prevents it; nothing is written).
+pub static APPLY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&["#!lua\n", PRELUDE, APPLY_SRC].concat()));
 
 const APPLY_SRC: &str = r#"
 local MODE = ARGV[1]
-
--- exists, version, expiry, payload, why-foreign
-local function read(k)
-  local exists, v, bad = load(k)
-  if not exists then return false end
-  if bad then return true, nil, nil, nil, bad end
-  return true, string.sub(v, 3, 18), string.sub(v, 19, 32), string.sub(v, 33), nil
-end
-
-local function cond_fail(cond, exists, ver)
-  if cond == '' then return nil end
-  if cond == 'A' then
-    if exists then return 'ALREADY_EXISTS' end
-  elseif cond == 'E' then
-    if not exists then return 'NOT_FOUND' end
-  elseif not exists or ('V' .. ver) ~= cond then
-    return 'VERSION_MISMATCH'
-  end
-  return nil
-end
+local N = #KEYS
 
 local function op_args(i)
   local b = 2 + (i - 1) * 5
   return ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4]
+end
+
+-- Every expiry must fit the header before anything is written.
+for i = 1, N do
+  local _, _, ttl = op_args(i)
+  if ttl > 0 and not exp_of(ttl) then return {'BAD_TTL', i} end
+end
+
+-- The state of a key as the ops see it: exists, version, expiry, value
+-- (payload), why-foreign, and `floor`, the highest version the key has had
+-- in this call (kept across a delete so a re-create never repeats it).
+local function read(k)
+  local exists, v, bad = load(k)
+  if not exists then return {exists = false} end
+  if bad then return {exists = true, bad = bad} end
+  local ver = string.sub(v, 3, 18)
+  return {exists = true, ver = ver, exp = string.sub(v, 19, 32), cur = string.sub(v, 33), floor = ver}
+end
+
+local function cond_fail(cond, s)
+  if cond == '' then return nil end
+  if cond == 'A' then
+    if s.exists then return 'ALREADY_EXISTS' end
+  elseif cond == 'E' then
+    if not s.exists then return 'NOT_FOUND' end
+  elseif not s.exists or ('V' .. (s.ver or '')) ~= cond then
+    return 'VERSION_MISMATCH'
+  end
+  return nil
 end
 
 local function is_int(v)
@@ -151,88 +169,79 @@ local function sum(a, b)
   return string.format('%d%09d', h, math.abs(l))
 end
 
--- Performs op i for real; the condition is checked against the live state.
--- A put's result is its version alone (a string, not a table: cheaper for
--- Redis to convert, and BatchPut returns one per key).
-local function apply(i)
-  local k = KEYS[i]
+-- Decides op i against state `s` and updates `s` to the state after it.
+-- Returns the op's result, or nil, reason, current version, detail.
+-- Nothing here writes to Redis.
+local function decide(i, s)
   local kind, payload, ttl, keep, cond = op_args(i)
-  if kind == 'P' and cond == '' and keep ~= '1' then return put_plain(k, payload, ttl) end
-  local exists, ver, exp, cur, bad = read(k)
-  if bad and not (kind == 'D' and cond == '') then
-    return {'F', 'INVALID_STORED_VALUE', '', bad}
+  if s.bad and not (kind == 'D' and cond == '') then
+    return nil, 'INVALID_STORED_VALUE', '', s.bad
   end
-  local failed = cond_fail(cond, exists, ver)
-  if failed then return {'F', failed, ver or '', ''} end
+  local failed = cond_fail(cond, s)
+  if failed then return nil, failed, s.ver or '', '' end
   if kind == 'D' then
-    if not exists then return {'D', '0'} end
-    redis.call('DEL', k)
-    return {'D', '1'}
+    local existed = s.exists
+    s.exists, s.ver, s.exp, s.cur, s.bad, s.dirty = false, nil, nil, nil, nil, true
+    if existed then return {'D', '1'} end
+    return {'D', '0'}
   end
-  local value = payload
+  local value, exp = payload, NO_EXP
+  if ttl > 0 then exp = exp_of(ttl) elseif keep == '1' and s.exists then exp = s.exp end
   if kind == 'I' then
     local base = '0'
-    if exists then
-      if not is_int(cur) then return {'F', 'NOT_AN_INTEGER', ver, string.sub(cur, 1, 2)} end
-      base = cur
+    if s.exists then
+      if not is_int(s.cur) then return nil, 'NOT_AN_INTEGER', s.ver, string.sub(s.cur, 1, 2) end
+      base = s.cur
+      -- An increment keeps the expiry of an existing key; TTL applies on create.
+      exp = s.exp
     end
     value = sum(base, payload)
-    if not value then return {'F', 'INCREMENT_OVERFLOW', ver or '', ''} end
-    -- An increment keeps the expiry of an existing key; TTL applies on create.
-    if exists then keep = '1'; ttl = 0 end
+    if not value then return nil, 'INCREMENT_OVERFLOW', s.ver or '', '' end
   end
-  local nv = next_ver(ver)
-  if ttl > 0 then
-    store(k, nv, exp_of(ttl), value, false)
-  elseif keep == '1' and exists then
-    store(k, nv, exp, value, true)
-  else
-    store(k, nv, NO_EXP, value, false)
-  end
+  local nv = next_ver(s.floor)
+  s.exists, s.ver, s.exp, s.cur, s.bad, s.floor, s.dirty = true, nv, exp, value, nil, nv, true
   if kind == 'I' then return {'I', value, nv} end
   return nv
 end
 
-if MODE == 'atomic' then
-  -- Phase 1: simulate every op in order; nothing is written.
-  local sim = {}
-  for i = 1, #KEYS do
-    local k = KEYS[i]
-    local kind, payload, ttl, keep, cond = op_args(i)
-    local s = sim[k]
-    if not s then
-      local exists, ver, exp, cur, bad = read(k)
-      s = {exists = exists, ver = ver, cur = cur, bad = bad}
-      sim[k] = s
-    end
-    if s.bad and not (kind == 'D' and cond == '') then
-      return {'ABORT', i, 'INVALID_STORED_VALUE', '', s.bad}
-    end
-    local failed = cond_fail(cond, s.exists, s.ver)
-    if failed then return {'ABORT', i, failed, s.ver or '', ''} end
-    if kind == 'D' then
-      s.exists, s.ver, s.cur, s.bad = false, nil, nil, nil
-    elseif kind == 'P' then
-      s.exists, s.ver, s.cur, s.bad = true, next_ver(s.ver), payload, nil
-    else
-      local base = '0'
-      if s.exists then
-        if not is_int(s.cur) then
-          return {'ABORT', i, 'NOT_AN_INTEGER', s.ver or '', string.sub(s.cur, 1, 2)}
-        end
-        base = s.cur
-      end
-      local r = sum(base, payload)
-      if not r then return {'ABORT', i, 'INCREMENT_OVERFLOW', s.ver or '', ''} end
-      s.exists, s.ver, s.cur = true, next_ver(s.ver), r
-    end
-  end
+-- Writes the decided state of key k.
+local function flush(k, s)
+  if not s.dirty then return end
+  if s.exists then store(k, s.ver, s.exp, s.cur) else redis.call('DEL', k) end
+  s.dirty = false
 end
 
--- Phase 2 (or the only phase in `each` mode): apply.
 local out = {'OK'}
-for i = 1, #KEYS do
-  out[#out + 1] = apply(i)
+if MODE == 'atomic' then
+  -- Phase 1: decide every op in order; nothing is written.
+  local states, order = {}, {}
+  for i = 1, N do
+    local k = KEYS[i]
+    local s = states[k]
+    if not s then
+      s = read(k)
+      states[k] = s
+      order[#order + 1] = k
+    end
+    local r, reason, ver, detail = decide(i, s)
+    if not r then return {'ABORT', i, reason, ver, detail} end
+    out[#out + 1] = r
+  end
+  -- Phase 2: write each touched key's final state; nothing can fail here.
+  for _, k in ipairs(order) do flush(k, states[k]) end
+else
+  -- Each op on its own: decided against the live state, then written.
+  for i = 1, N do
+    local k = KEYS[i]
+    local s = read(k)
+    local r, reason, ver, detail = decide(i, s)
+    if r then
+      flush(k, s)
+      out[#out + 1] = r
+    else
+      out[#out + 1] = {'F', reason, ver, detail}
+    end
+  end
 end
 return out
 "#;
@@ -242,36 +251,70 @@ return out
 /// quarter more per call (docs/design/storage-format.md).
 ///
 /// KEYS[1] storage key; ARGV[1] encoded value; ARGV[2] TTL in ms (`0`: none).
-/// Returns the new version (16 digits) or `{'F', reason, '', detail}`.
-pub static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        &[
-            PRELUDE,
-            "return put_plain(KEYS[1], ARGV[1], tonumber(ARGV[2]))",
-        ]
-        .concat(),
-    )
-});
+/// Returns the new version (16 digits), `{'F', reason, '', detail}` for
+/// foreign data, or `{'BAD_TTL', 1}`.
+pub static PUT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&["#!lua\n", PRELUDE, PUT_SRC].concat()));
+
+const PUT_SRC: &str = r#"
+local k, ttl = KEYS[1], tonumber(ARGV[2])
+local exp = NO_EXP
+if ttl > 0 then
+  exp = exp_of(ttl)
+  if not exp then return {'BAD_TTL', 1} end
+end
+local exists, v, bad = load(k)
+if bad then return {'F', 'INVALID_STORED_VALUE', '', bad} end
+local nv = next_ver(exists and string.sub(v, 3, 18))
+store(k, nv, exp, ARGV[1])
+return nv
+"#;
+
+/// A conditional Delete (an unconditional one is a plain DEL). Flagged
+/// `allow-oom`: deleting is how an operator frees memory.
+///
+/// KEYS[1] storage key; ARGV[1] condition (`E` exists, `V<16 digits>`).
+/// Returns `{'D', '0'|'1'}` or `{'F', reason, current_version, detail}`.
+pub static DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&["#!lua flags=allow-oom\n", PRELUDE, DELETE_SRC].concat()));
+
+const DELETE_SRC: &str = r#"
+local k, cond = KEYS[1], ARGV[1]
+local exists, v, bad = load(k)
+local ver = exists and not bad and string.sub(v, 3, 18) or nil
+if bad then return {'F', 'INVALID_STORED_VALUE', '', bad} end
+if cond == 'E' then
+  if not exists then return {'F', 'NOT_FOUND', '', ''} end
+elseif not exists or ('V' .. ver) ~= cond then
+  return {'F', 'VERSION_MISMATCH', ver or '', ''}
+end
+redis.call('DEL', k)
+return {'D', '1'}
+"#;
 
 /// Changes the expiry of one key and nothing else (not the version): Expire,
 /// Persist and Get with `refresh_ttl`. The header's expiry and the key's Redis
-/// expiry are rewritten together so they never disagree.
+/// expiry are rewritten together so they never disagree. Flagged
+/// `allow-oom`: the value keeps its size.
 ///
 /// KEYS[1] storage key; ARGV[1] new TTL in ms (`0`: persist); ARGV[2] `v` to
 /// return the rewritten string (for Get), anything else to return nothing.
-/// Returns `{'NONE'}`, `{'BAD', why}` or `{'OK'[, raw string]}`.
+/// Returns `{'NONE'}`, `{'BAD', why}`, `{'BAD_TTL', 1}` or `{'OK'[, raw string]}`.
 pub static RETIME: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&[PRELUDE, RETIME_SRC].concat()));
+    LazyLock::new(|| Script::new(&["#!lua flags=allow-oom\n", PRELUDE, RETIME_SRC].concat()));
 
 const RETIME_SRC: &str = r#"
 local k = KEYS[1]
+local ttl = tonumber(ARGV[1])
+local exp = NO_EXP
+if ttl > 0 then
+  exp = exp_of(ttl)
+  if not exp then return {'BAD_TTL', 1} end
+end
 local exists, v, bad = load(k)
 if not exists then return {'NONE'} end
 if bad then return {'BAD', bad} end
-local ttl = tonumber(ARGV[1])
-local exp = NO_EXP
-if ttl > 0 then exp = exp_of(ttl) end
-local nv = store(k, string.sub(v, 3, 18), exp, string.sub(v, 33), false)
+local nv = store(k, string.sub(v, 3, 18), exp, string.sub(v, 33))
 if ARGV[2] == 'v' then return {'OK', nv} end
 return {'OK'}
 "#;
