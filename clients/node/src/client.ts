@@ -30,7 +30,9 @@ export function serviceConfig(includeWrites = true): any {
 }
 
 /** Channel options matching the server: keepalive (ping every 30 s, 10 s to
- * answer), message sizes, and the retry policy. */
+ * answer), message sizes, the retry policy, and reconnect backoff capped at
+ * 2 s (the default grows to 120 s, keeping a client away long after a
+ * restarted server is back). */
 export function channelOptions(opts: {
   includeWrites?: boolean;
   maxSendMessageBytes?: number;
@@ -44,6 +46,8 @@ export function channelOptions(opts: {
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.max_send_message_length': opts.maxSendMessageBytes ?? DEFAULT_MAX_SEND_MESSAGE_BYTES,
     'grpc.max_receive_message_length': opts.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+    'grpc.initial_reconnect_backoff_ms': 100,
+    'grpc.max_reconnect_backoff_ms': 2_000,
   };
 }
 

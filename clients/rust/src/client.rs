@@ -290,7 +290,9 @@ impl StateClient {
     /// Creates a client. The connection is made on first use and remade
     /// after failures, so this only fails on bad configuration (address, TLS
     /// material, header values) — a server that is down is not an error yet.
-    /// Must be called inside a tokio runtime.
+    /// Must be called inside a tokio runtime, and the client used on that
+    /// runtime: its connection is driven by a task spawned there (once the
+    /// runtime is gone, every call fails).
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         let channel = endpoint(&config)?.connect_lazy();
         let header = |name: &str, v: String| -> Result<AsciiMetadataValue> {

@@ -91,7 +91,15 @@ impl Error {
             _ => (None, HashMap::new()),
         };
         let retry_after = details.retry_info().and_then(|r| r.retry_delay);
-        let kind = kind_of(status.code(), reason.as_deref());
+        let kind = if status.code() == Code::Unknown && lost_connection(status) {
+            // tonic reports a connection that broke mid-call (the server
+            // crashed, a proxy reset it) as UNKNOWN "transport error"; gRPC
+            // defines that case as UNAVAILABLE, and so does every other
+            // client of this service.
+            ErrorKind::Unavailable
+        } else {
+            kind_of(status.code(), reason.as_deref())
+        };
         Error {
             kind,
             code: Some(status.code()),
@@ -216,6 +224,19 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// Whether the status stems from the transport (an I/O or connection error
+/// in its source chain) rather than from the server.
+fn lost_connection(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn kind_of(code: Code, reason: Option<&str>) -> ErrorKind {
@@ -359,6 +380,18 @@ mod tests {
         let e = Error::from_status(&tonic::Status::unauthenticated("no"));
         assert_eq!(e.kind(), ErrorKind::Unauthenticated);
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn a_connection_lost_mid_call_is_unavailable() {
+        let s = tonic::Status::from_error(Box::new(std::io::Error::other("connection closed")));
+        assert_eq!(s.code(), Code::Unknown);
+        let e = Error::from_status(&s);
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(e.is_transient());
+        // An UNKNOWN the server sent is not.
+        let e = Error::from_status(&tonic::Status::unknown("server said so"));
+        assert_eq!(e.kind(), ErrorKind::Internal);
     }
 
     #[test]

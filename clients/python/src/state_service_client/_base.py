@@ -50,7 +50,9 @@ def channel_options(
     max_receive_message_bytes: int = DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
 ) -> List[Tuple[str, Any]]:
     """Channel arguments matching the server: its keepalive (ping every 30 s,
-    10 s to answer), its message sizes, and the retry policy."""
+    10 s to answer), its message sizes, the retry policy, and reconnect
+    backoff capped at 2 s (grpc's default grows to 120 s, which would keep a
+    client away long after a restarted server is back)."""
     return [
         ("grpc.service_config", json.dumps(service_config(include_writes))),
         ("grpc.enable_retries", 1),
@@ -60,6 +62,9 @@ def channel_options(
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_send_message_length", max_send_message_bytes),
         ("grpc.max_receive_message_length", max_receive_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 
