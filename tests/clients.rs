@@ -28,7 +28,9 @@ use std::{
 use futures::TryStreamExt;
 use libtest_mimic::{Arguments, Trial};
 use serde_json::{Value as Json, json};
-use state_client::{ClientConfig, ErrorKind, RetryPolicy, StateClient, Value, WriteOptions};
+use state_client::{
+    ClientConfig, ErrorKind, RetryPolicy, StateClient, TlsOptions, Value, WriteOptions,
+};
 
 use common::{RedisServer, free_port, kill_with_parent, venv_tool, wait_for_port};
 
@@ -94,6 +96,13 @@ fn main() -> ExitCode {
                 Ok(())
             },
         ),
+        Trial::test(
+            "tls_client_certificates_and_tokens_in_each_language",
+            || {
+                tls_and_credentials();
+                Ok(())
+            },
+        ),
         Trial::test("examples_run_in_each_language", || {
             examples_run();
             Ok(())
@@ -111,16 +120,29 @@ struct Service {
     port: u16,
     redis_url: String,
     extra: Vec<String>,
+    /// How to reach it to see that it serves.
+    probe: ClientConfig,
     child: Option<Child>,
     log: tempfile::NamedTempFile,
 }
 
 impl Service {
     fn start(redis_url: &str, extra: &[&str]) -> Self {
+        Self::start_probed(redis_url, extra, ClientConfig::new)
+    }
+
+    /// `probe` builds, from the address, a client config that may read.
+    fn start_probed(
+        redis_url: &str,
+        extra: &[&str],
+        probe: impl FnOnce(String) -> ClientConfig,
+    ) -> Self {
+        let port = free_port();
         let mut s = Service {
-            port: free_port(),
+            port,
             redis_url: redis_url.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            probe: probe(format!("127.0.0.1:{port}")),
             child: None,
             log: tempfile::NamedTempFile::new().expect("log file"),
         };
@@ -144,7 +166,7 @@ impl Service {
         kill_with_parent(&mut cmd);
         self.child = Some(cmd.spawn().expect("start state-service"));
         wait_for_port(self.port, Duration::from_secs(20));
-        wait_serving(&self.addr(), Duration::from_secs(20));
+        wait_serving(self.probe.clone(), Duration::from_secs(20));
     }
 
     /// SIGKILL: a crash, in-flight requests and all.
@@ -182,11 +204,11 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Polls a Get until the service answers it (the service reports SERVING only
 /// once Redis has answered).
-fn wait_serving(addr: &str, timeout: Duration) {
+fn wait_serving(probe: ClientConfig, timeout: Duration) {
     let rt = runtime();
     rt.block_on(async {
         let client = StateClient::connect(
-            ClientConfig::new(addr)
+            probe
                 .timeout(Duration::from_secs(2))
                 .retry(RetryPolicy::none()),
         )
@@ -199,7 +221,7 @@ fn wait_serving(addr: &str, timeout: Duration) {
                 Err(_) if start.elapsed() < timeout => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => panic!("service at {addr} not serving after {timeout:?}: {e}"),
+                Err(e) => panic!("service not serving after {timeout:?}: {e}"),
             }
         }
     });
@@ -880,6 +902,118 @@ fn typed_error_for_an_oversized_value() {
     if let Err(n) = node {
         std::panic::resume_unwind(n);
     }
+}
+
+// ---------------------------------------------------------------------------
+// TLS, client certificates, tokens
+
+const TLS_TOKEN: &str = "sst_clients-test-token-0123456789abcdefghijklmnop";
+
+/// Over TLS (trusting the test CA), each language reaches its tenant with a
+/// bearer token and with a client certificate, and gets its typed errors for
+/// no credentials (UNAUTHENTICATED) and a tenant header naming another
+/// tenant (PERMISSION_DENIED).
+fn tls_and_credentials() {
+    require_toolchains();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = common::pki::Ca::new("clients-test-ca");
+    let ca_path = ca.write(dir.path(), "ca");
+    let (server_cert, server_key) = ca.server().write(dir.path(), "server");
+    let client = ca.client("tls-cert");
+    let (client_cert, client_key) = client.write(dir.path(), "client");
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        common::tenants_toml(&[
+            common::TenantDef {
+                id: "tls-token",
+                tokens: &[(TLS_TOKEN, &["read", "write"])],
+                extra: "",
+            },
+            common::TenantDef {
+                id: "tls-cert",
+                tokens: &[],
+                extra: "certificate_scopes = [\"read\", \"write\"]",
+            },
+        ]),
+    )
+    .expect("tenants file");
+    let redis = RedisServer::start();
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let ca_pem = ca.pem();
+    let service = Service::start_probed(
+        &redis.url(),
+        &[
+            "--tls-cert",
+            &path(&server_cert),
+            "--tls-key",
+            &path(&server_key),
+            "--tls-client-ca",
+            &path(&ca_path),
+            "--tenants-file",
+            &path(&tenants),
+        ],
+        |addr| {
+            ClientConfig::new(addr)
+                .tls(TlsOptions::new().ca_pem(ca_pem.clone()))
+                .bearer_token(TLS_TOKEN)
+        },
+    );
+    let cfg = json!({
+        "role": "tls", "addr": service.addr(), "ca": ca_path, "cert": client_cert,
+        "key": client_key, "token": TLS_TOKEN,
+    });
+    let py = spawn_worker(Lang::Python, &cfg);
+    let node = spawn_worker(Lang::Node, &cfg);
+
+    let rt = runtime();
+    rt.block_on(async {
+        let tls = || TlsOptions::new().ca_pem(ca.pem());
+        let connect =
+            |c: ClientConfig| async move { StateClient::connect(c).await.expect("client") };
+        let addr = service.addr();
+        let by_token = connect(ClientConfig::new(&addr).tls(tls()).bearer_token(TLS_TOKEN)).await;
+        by_token.put("tls:rust", 1).await.expect("put with a token");
+        let got = by_token
+            .get("tls:rust")
+            .await
+            .expect("get")
+            .map(|e| e.value);
+        assert_eq!(got, Some(Value::Int(1)));
+        let by_cert = connect(
+            ClientConfig::new(&addr)
+                .tls(tls().client_cert(client.cert_pem.clone(), client.key_pem.clone())),
+        )
+        .await;
+        by_cert
+            .put("tls:rust", 2)
+            .await
+            .expect("put with a client certificate");
+        // Another tenant: the token's key is untouched.
+        let got = by_token
+            .get("tls:rust")
+            .await
+            .expect("get")
+            .map(|e| e.value);
+        assert_eq!(got, Some(Value::Int(1)));
+        let anonymous = connect(ClientConfig::new(&addr).tls(tls())).await;
+        let e = anonymous.get("tls:rust").await.expect_err("no credentials");
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{e}");
+        let wrong_tenant = connect(
+            ClientConfig::new(&addr)
+                .tls(tls())
+                .bearer_token(TLS_TOKEN)
+                .tenant("someone-else"),
+        )
+        .await;
+        let e = wrong_tenant
+            .get("tls:rust")
+            .await
+            .expect_err("another tenant");
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    });
+    finish(py);
+    finish(node);
 }
 
 // ---------------------------------------------------------------------------

@@ -133,12 +133,34 @@ async function errorsLimit(cfg) {
   return { mismatches: bad };
 }
 
+async function tls(cfg) {
+  const ca = fs.readFileSync(cfg.ca);
+  const cert = fs.readFileSync(cfg.cert);
+  const key = fs.readFileSync(cfg.key);
+  const bad = [];
+  const byToken = new s.StateClient(cfg.addr, { tls: { ca }, token: cfg.token });
+  await byToken.put('tls:node', 1n);
+  if ((await byToken.get('tls:node')).value !== 1n) bad.push('token: read back a different value');
+  const byCert = new s.StateClient(cfg.addr, { tls: { ca, cert, key } });
+  await byCert.put('tls:node', 2n);
+  if ((await byCert.get('tls:node')).value !== 2n || (await byToken.get('tls:node')).value !== 1n) {
+    bad.push('certificate: not its own tenant');
+  }
+  const anonymous = new s.StateClient(cfg.addr, { tls: { ca } });
+  await expect(bad, 'no credentials', () => anonymous.get('tls:node'), s.Unauthenticated, {});
+  const wrong = new s.StateClient(cfg.addr, { tls: { ca }, token: cfg.token, tenant: 'someone-else' });
+  await expect(bad, "another tenant's header", () => wrong.get('tls:node'), s.PermissionDenied, {});
+  for (const c of [byToken, byCert, anonymous, wrong]) c.close();
+  return { mismatches: bad };
+}
+
 const ROLES = {
   wordcount,
   'matrix-write': matrixWrite,
   'matrix-check': matrixCheck,
   'errors-conditions': errorsConditions,
   'errors-limit': errorsLimit,
+  tls,
 };
 
 (async () => {

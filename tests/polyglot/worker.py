@@ -144,6 +144,26 @@ def errors_limit(cfg):
     return {"mismatches": bad}
 
 
+def tls(cfg):
+    """Token and client certificate over TLS; typed auth errors."""
+    ca = open(cfg["ca"], "rb").read()
+    cert, key = open(cfg["cert"], "rb").read(), open(cfg["key"], "rb").read()
+    bad = []
+    by_token = s.StateClient(cfg["addr"], root_certificates=ca, token=cfg["token"])
+    by_token.put("tls:python", 1)
+    if by_token.get("tls:python").value != 1:
+        bad.append("token: read back a different value")
+    by_cert = s.StateClient(cfg["addr"], root_certificates=ca, private_key=key, certificate_chain=cert)
+    by_cert.put("tls:python", 2)
+    if by_cert.get("tls:python").value != 2 or by_token.get("tls:python").value != 1:
+        bad.append("certificate: not its own tenant")
+    anonymous = s.StateClient(cfg["addr"], root_certificates=ca)
+    expect(bad, "no credentials", lambda: anonymous.get("tls:python"), s.Unauthenticated)
+    wrong = s.StateClient(cfg["addr"], root_certificates=ca, token=cfg["token"], tenant="someone-else")
+    expect(bad, "another tenant's header", lambda: wrong.get("tls:python"), s.PermissionDenied)
+    return {"mismatches": bad}
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     role = cfg["role"]
@@ -155,6 +175,7 @@ def main():
             "matrix-check": matrix_check,
             "errors-conditions": errors_conditions,
             "errors-limit": errors_limit,
+            "tls": tls,
         }[role](cfg)
     out.update(lang="python", role=role, worker=cfg.get("worker"))
     print(json.dumps(out))
