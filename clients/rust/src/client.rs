@@ -861,6 +861,80 @@ mod tests {
         );
     }
 
+    fn fast_retries() -> RetryPolicy {
+        RetryPolicy {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Runs `call` with a fake transport that fails `failures` times with
+    /// `status`, then answers; returns the result and the request ids seen.
+    async fn with_fake_transport(
+        safe: bool,
+        failures: usize,
+        status: tonic::Status,
+    ) -> (Result<pb::IncrementResponse>, Vec<String>) {
+        let client = StateClient::connect(ClientConfig::new("127.0.0.1:1").retry(fast_retries()))
+            .await
+            .unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let req = pb::IncrementRequest {
+            key: "k".into(),
+            delta: 1,
+            ttl: None,
+            request_id: client.request_id(None),
+        };
+        let result = client
+            .call(
+                safe,
+                req,
+                |_stub, r: tonic::Request<pb::IncrementRequest>| {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(r.get_ref().request_id.clone());
+                    let attempt = seen.len();
+                    let status = status.clone();
+                    async move {
+                        if attempt <= failures {
+                            Err(status)
+                        } else {
+                            Ok(tonic::Response::new(pb::IncrementResponse {
+                                value: 1,
+                                version: 1,
+                            }))
+                        }
+                    }
+                },
+            )
+            .await;
+        (result, seen.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn retries_of_a_write_reuse_its_request_id() {
+        let (result, ids) = with_fake_transport(true, 2, tonic::Status::unavailable("down")).await;
+        assert!(result.is_ok());
+        assert_eq!(ids.len(), 3);
+        assert!(!ids[0].is_empty());
+        assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unsafe_call_is_attempted_once() {
+        let (result, ids) = with_fake_transport(false, 1, tonic::Status::unavailable("down")).await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Unavailable);
+        assert_eq!(ids.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_condition_is_not_retried() {
+        let (result, ids) =
+            with_fake_transport(true, 1, tonic::Status::failed_precondition("no")).await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::FailedPrecondition);
+        assert_eq!(ids.len(), 1);
+    }
+
     #[tokio::test]
     async fn a_bad_address_is_a_config_error() {
         let err = StateClient::connect_to("http://bad host:1")
