@@ -33,6 +33,7 @@ use state_client::{
 };
 
 use common::{RedisServer, free_port, kill_with_parent, venv_tool, wait_for_port};
+use rust_rule_engine::types::Value as RuleValue;
 
 /// Set (to the worker's JSON config) when this binary runs as a worker.
 const WORKER_ENV: &str = "STATE_CLIENTS_WORKER";
@@ -100,6 +101,13 @@ fn main() -> ExitCode {
             "tls_client_certificates_and_tokens_in_each_language",
             || {
                 tls_and_credentials();
+                Ok(())
+            },
+        ),
+        Trial::test(
+            "rule_engine_state_store_keeps_its_state_in_the_service",
+            || {
+                rule_engine_state_store();
                 Ok(())
             },
         ),
@@ -1014,6 +1022,131 @@ fn tls_and_credentials() {
     });
     finish(py);
     finish(node);
+}
+
+// ---------------------------------------------------------------------------
+// The rust-rule-engine bridge
+
+/// rust-rule-engine job code, written against its `StateStore` API: it
+/// compiles unchanged against the facade (`?` converts the client's errors).
+fn count_event(
+    state: &state_client::StateStore<RuleValue>,
+    user: &str,
+) -> Result<i64, rust_rule_engine::RuleEngineError> {
+    let key = format!("events:{user}");
+    let n = match state.get(&key)? {
+        Some(RuleValue::Integer(n)) => n + 1,
+        _ => 1,
+    };
+    state.put(key, RuleValue::Integer(n))?;
+    Ok(n)
+}
+
+fn rule_engine_state_store() {
+    use state_client::StateStore;
+    let redis = RedisServer::start();
+    let service = Service::start(&redis.url(), &[]);
+    let config = || ClientConfig::new(service.addr()).tenant("rules");
+    let store: StateStore<RuleValue> = StateStore::connect(config(), "job-7").expect("store");
+    let neighbour: StateStore<RuleValue> = StateStore::connect(config(), "job-8").expect("store");
+    neighbour.put("count", RuleValue::Integer(-1)).expect("put");
+
+    assert_eq!(count_event(&store, "ada").expect("count"), 1);
+    assert_eq!(count_event(&store, "ada").expect("count"), 2);
+    let order = RuleValue::Object(HashMap::from([
+        ("qty".to_string(), RuleValue::Integer(i64::MAX)),
+        ("price".to_string(), RuleValue::Number(-0.0)),
+        (
+            "tags".to_string(),
+            RuleValue::Array(vec![RuleValue::Null, RuleValue::Boolean(true)]),
+        ),
+        ("note".to_string(), RuleValue::String("ünï".into())),
+    ]));
+    store.put("order", order.clone()).expect("put");
+    store
+        .put_with_ttl(
+            "session",
+            RuleValue::String("s".into()),
+            Duration::from_secs(600),
+        )
+        .expect("put_with_ttl");
+    assert_eq!(store.get("order").expect("get"), Some(order.clone()));
+    assert_eq!(store.get("missing").expect("get"), None);
+
+    // update: only an existing key, and it keeps the expiry.
+    let e = store
+        .update("missing", RuleValue::Null)
+        .expect_err("absent");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    store
+        .update("session", RuleValue::String("s2".into()))
+        .expect("update");
+    let rt = runtime();
+    let raw = rust_client(&rt, &service.addr(), "rules");
+    let ttl = rt
+        .block_on(raw.get(store.service_key("session")))
+        .expect("get")
+        .and_then(|e| e.ttl);
+    assert!(
+        ttl.is_some_and(|t| t > Duration::ZERO),
+        "update dropped the TTL: {ttl:?}"
+    );
+
+    // What the engine cannot hold is refused, in both directions.
+    let e = store
+        .put("rule", RuleValue::Expression("Order.qty * 2".into()))
+        .expect_err("an Expression");
+    assert_eq!(e.kind(), ErrorKind::InvalidValue, "{e}");
+    assert!(!store.contains("rule"));
+    rt.block_on(raw.put(store.service_key("blob"), Value::Bytes(vec![1, 2])))
+        .expect("put bytes");
+    let e = store.get("blob").expect_err("bytes");
+    assert_eq!(e.kind(), ErrorKind::InvalidValue, "{e}");
+    store.delete("blob").expect("delete");
+
+    let mut keys = store.keys();
+    keys.sort();
+    assert_eq!(keys, ["events:ada", "order", "session"]);
+    assert_eq!(store.len(), 3);
+    assert!(store.contains("order") && !store.contains("blob"));
+
+    // checkpoint / restore undo later changes, TTLs included.
+    let id = store.checkpoint("after-ada").expect("checkpoint");
+    assert_eq!(store.checkpoint_info(&id).expect("info").entry_count, 3);
+    store
+        .put("events:ada", RuleValue::Integer(100))
+        .expect("put");
+    store.delete("order").expect("delete");
+    store.put("new", RuleValue::Null).expect("put");
+    store.restore(&id).expect("restore");
+    assert_eq!(
+        store.get("events:ada").expect("get"),
+        Some(RuleValue::Integer(2))
+    );
+    assert_eq!(store.get("order").expect("get"), Some(order));
+    assert!(!store.contains("new"));
+    let ttl = rt
+        .block_on(raw.get(store.service_key("session")))
+        .expect("get")
+        .and_then(|e| e.ttl);
+    assert!(
+        ttl.is_some_and(|t| t > Duration::ZERO),
+        "restore dropped the TTL: {ttl:?}"
+    );
+    let e = store
+        .restore("checkpoint_0_nope")
+        .expect_err("no such checkpoint");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+
+    // clear empties this namespace only; the checkpoint survives it.
+    store.clear().expect("clear");
+    assert!(store.is_empty());
+    assert_eq!(
+        neighbour.get("count").expect("get"),
+        Some(RuleValue::Integer(-1))
+    );
+    store.restore(&id).expect("restore after clear");
+    assert_eq!(store.len(), 3);
 }
 
 // ---------------------------------------------------------------------------
