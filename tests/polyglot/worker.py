@@ -134,7 +134,28 @@ def errors_conditions(cfg):
            current_version=v, reason="ALREADY_EXISTS")
     expect(bad, "increment of a non-integer", lambda: c.increment(k, 1), s.NotAnInteger,
            stored_type="string", reason="NOT_AN_INTEGER")
+    bad += asyncio.run(errors_conditions_async(cfg))
     return {"mismatches": bad}
+
+
+async def errors_conditions_async(cfg):
+    """The same through AsyncStateClient (grpc.aio carries trailers differently)."""
+    k, bad = f"{cfg['prefix']}python-async", []
+    async with client(cfg, s.AsyncStateClient) as c:
+        v = await c.put(k, "text")
+        for what, call, cls, attrs in [
+            ("async lost CAS", c.put(k, "x", if_version=v + 1), s.VersionMismatch, {"current_version": v}),
+            ("async create-only", c.put(k, 1, if_absent=True), s.AlreadyExists, {"current_version": v}),
+            ("async non-integer", c.increment(k, 1), s.NotAnInteger, {"stored_type": "string"}),
+        ]:
+            try:
+                await call
+                bad.append(f"{what}: no error, want {cls.__name__}")
+            except cls as e:
+                bad += [f"{what}: {a} = {getattr(e, a)!r}" for a, want in attrs.items() if getattr(e, a) != want]
+            except s.StateError as e:
+                bad.append(f"{what}: raised {type(e).__name__} ({e}), want {cls.__name__}")
+    return bad
 
 
 def errors_limit(cfg):
