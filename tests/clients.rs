@@ -1164,14 +1164,16 @@ fn examples_run() {
     let redis = RedisServer::start();
     let service = Service::start(&redis.url(), &[]);
     let addr = service.addr();
-    let run = |mut cmd: Command, what: &str| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(
-            out.status.success(),
+    // Every example runs; the failures are reported together.
+    let mut failures = Vec::new();
+    let mut run = |mut cmd: Command, what: &str| match cmd.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => failures.push(format!(
             "{what} failed:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        );
+        )),
+        Err(e) => failures.push(format!("{what}: {e}")),
     };
     for example in ["quickstart.py", "exactly_once.py"] {
         let mut cmd = Command::new(venv_tool("python"));
@@ -1186,9 +1188,10 @@ fn examples_run() {
             .arg(&addr);
         run(cmd, example);
     }
-    runtime()
-        .block_on(exactly_once_example::run(&addr))
-        .unwrap_or_else(|e| panic!("exactly_once.rs: {e}"));
+    if let Err(e) = runtime().block_on(exactly_once_example::run(&addr)) {
+        failures.push(format!("exactly_once.rs: {e}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 // ---------------------------------------------------------------------------
