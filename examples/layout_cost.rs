@@ -18,8 +18,9 @@ use std::{
 use state_service::{
     pb::{self, value::Kind},
     store::{
-        Condition, DeleteOp, Expiry, IncrementOp, Keyspace, PutOp, RedisStore, Store, WriteOp,
-        redis::ConnSettings,
+        Condition, DeleteOp, Expiry, Idempotency, IncrementOp, Keyspace, PutOp, RedisStore, Store,
+        WriteOp,
+        redis::{ConnSettings, StoreOptions},
     },
 };
 
@@ -110,7 +111,14 @@ async fn main() {
         pool_wait_timeout: Duration::from_secs(2),
         ..Default::default()
     };
-    let store = RedisStore::new(&url, &settings, Duration::from_secs(5)).unwrap();
+    let options = StoreOptions {
+        command_timeout: Duration::from_secs(5),
+        idempotency: Idempotency {
+            window: Duration::from_secs(600),
+            max_ids: 16,
+        },
+    };
+    let store = RedisStore::new(&url, &settings, Keyspace::new("state"), options).unwrap();
     store.ping().await.unwrap();
     let ns = Keyspace::new("state").namespace("bench");
     let value = pb::Value {

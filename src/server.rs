@@ -20,7 +20,10 @@ use crate::{
     config::{Config, ConfigError, read_file},
     pb::{self, state_service_server::StateServiceServer},
     reload::Reloadable,
-    store::{Keyspace, MemoryStore, RedisStore, Store, redis::ConnSettings},
+    store::{
+        Keyspace, MemoryStore, RedisStore, Store,
+        redis::{ConnSettings, StoreOptions},
+    },
     tenancy::{TenantId, TenantResolver, TenantsFile},
     tls::{self, ServerTls},
 };
@@ -90,7 +93,12 @@ pub async fn run(
                     _ => None,
                 },
             };
-            let store = RedisStore::new(url, &settings, redis.redis_command_timeout)
+            let options = StoreOptions {
+                command_timeout: redis.redis_command_timeout,
+                idempotency: config.idempotency(),
+            };
+            let keyspace = Keyspace::new(config.storage.key_prefix.clone());
+            let store = RedisStore::new(url, &settings, keyspace, options)
                 .map_err(|e| ServeError::Startup(e.to_string()))?;
             serve(listener, config, security, Arc::new(store), shutdown).await
         }
@@ -99,7 +107,7 @@ pub async fn run(
                 "no --redis-url given: using the embedded in-memory backend; state is neither \
                  shared between instances nor durable across restarts"
             );
-            let store = MemoryStore::new(config.storage.memory_max_bytes);
+            let store = MemoryStore::new(config.storage.memory_max_bytes, config.idempotency());
             serve(listener, config, security, Arc::new(store), shutdown).await
         }
     }

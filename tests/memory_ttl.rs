@@ -5,10 +5,16 @@ use std::time::Duration;
 
 use state_service::{
     pb::{self, value::Kind},
-    store::{Condition, Expiry, Keyspace, MemoryStore, Namespace, PageLimits, PutOp, Store},
+    store::{
+        Condition, Expiry, Idempotency, Keyspace, MemoryStore, Namespace, PageLimits, PutOp, Store,
+    },
 };
 
 const BUDGET: usize = 64 * 1024 * 1024;
+const IDEMPOTENCY: Idempotency = Idempotency {
+    window: Duration::from_secs(600),
+    max_ids: 16,
+};
 
 fn ns() -> Namespace {
     Keyspace::new("state").namespace("t")
@@ -28,7 +34,7 @@ fn put(key: &str, ttl: Option<Duration>) -> PutOp {
 
 #[tokio::test(start_paused = true)]
 async fn an_hour_long_ttl_expires_after_an_hour() {
-    let store = MemoryStore::new(BUDGET);
+    let store = MemoryStore::new(BUDGET, IDEMPOTENCY);
     let ns = ns();
     store
         .put(&ns, put("k", Some(Duration::from_secs(3600))))
@@ -60,7 +66,7 @@ async fn an_hour_long_ttl_expires_after_an_hour() {
 
 #[tokio::test(start_paused = true)]
 async fn refresh_on_read_keeps_a_session_alive() {
-    let store = MemoryStore::new(BUDGET);
+    let store = MemoryStore::new(BUDGET, IDEMPOTENCY);
     let ns = ns();
     store
         .put(&ns, put("s", Some(Duration::from_secs(60))))
@@ -82,7 +88,7 @@ async fn refresh_on_read_keeps_a_session_alive() {
 
 #[tokio::test(start_paused = true)]
 async fn the_sweeper_frees_expired_keys() {
-    let store = MemoryStore::new(BUDGET);
+    let store = MemoryStore::new(BUDGET, IDEMPOTENCY);
     let ns = ns();
     for i in 0..100 {
         store

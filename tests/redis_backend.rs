@@ -81,7 +81,9 @@ async fn keys_are_strings_with_a_header_under_prefix_tenant_key() {
                 assert_eq!(at as i64, redis_at, "header and Redis agree");
                 let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(r).await.unwrap();
                 let now = secs * 1000 + micros / 1000;
-                assert!(at > now && at <= now + ms, "expires at {at}, now {now}");
+                // The service computes the instant on its estimate of
+                // Redis's clock (same host here: off by a rounding at most).
+                assert!(at > now && at <= now + ms + 5, "expires at {at}, now {now}");
             }
         }
     };
@@ -201,9 +203,13 @@ async fn foreign_data_under_the_prefix_is_a_clear_error() {
         .unwrap()
         .into_inner();
     assert!(d.deleted);
-    // List still works: the foreign keys are listed, without entries.
+    // List still works: foreign strings are listed, without entries; a key
+    // of another Redis type is not an entry of ours and is not listed (List
+    // scans strings only, which also hides deleted keys' tombstones).
     let page = c.list(list_all(true)).await.unwrap().into_inner();
-    assert_eq!(page.keys.len(), 3, "{:?}", page.keys);
+    let mut keys = page.keys.clone();
+    keys.sort();
+    assert_eq!(keys, ["bad-header", "garbage"], "{:?}", page.keys);
     assert!(page.entries.is_empty());
     // BatchGet with one foreign string fails as a whole with the same clear
     // error. MGET cannot tell a key of another Redis type from an absent one
@@ -341,13 +347,13 @@ async fn unary_rpcs_cost_one_round_trip_and_no_recycling_pings() {
     }
     let calls = command_calls(&mut r).await;
     let get = |name: &str| calls.get(name).copied().unwrap_or(0);
-    // Each Put is one EVALSHA; each Get one GET, nothing else.
-    assert_eq!(get("evalsha"), N, "{calls:?}");
-    assert_eq!(
-        get("get"),
-        N * 2,
-        "GET by the service and inside the script: {calls:?}"
-    );
+    // Each Put is one EVALSHA (reading the old header with GETRANGE inside
+    // the script); each Get one GET, nothing else. The health loop adds one
+    // EVALSHA per tick (the shared version floor, `record::Clocks`).
+    let ticks = get("time");
+    assert_eq!(get("evalsha"), N + ticks, "{calls:?}");
+    assert_eq!(get("getrange"), N, "{calls:?}");
+    assert_eq!(get("get"), N, "GET by the service only: {calls:?}");
     assert_eq!(get("exec") + get("multi") + get("pttl"), 0, "{calls:?}");
     assert_eq!(get("eval"), 0, "scripts must run by SHA: {calls:?}");
     // No recycling round trips from the pool.
@@ -400,8 +406,8 @@ async fn the_url_selects_the_database() {
         .query_async(&mut r)
         .await
         .unwrap();
-    let in_db3: i64 = redis::cmd("DBSIZE").query_async(&mut r).await.unwrap();
-    assert_eq!((in_db0, in_db3), (0, 1));
+    let in_db3: bool = r.exists("state:default:k").await.unwrap();
+    assert_eq!((in_db0, in_db3), (0, true));
 }
 
 /// The ACL line docs/operations.md gives operators is enough for every RPC,
@@ -531,10 +537,63 @@ async fn every_rpc_works_with_the_documented_acl_user() {
     })
     .await
     .unwrap();
-    // The health check (PING each connection, TIME for the clock offset)
-    // passes too, and Redis denied nothing along the way.
+    // A value large enough to be staged (SET under a stage key, RENAME).
+    let big = Some(common::v::of(pb::value::Kind::BytesValue(vec![7; 8192])));
+    c.put(put_req("big", big)).await.unwrap();
+    // Request ids: a conditional delete with one leaves a tombstone, a put
+    // over it carries the ids, a transaction with one remembers its answer.
+    let v_big = c
+        .get(GetRequest {
+            key: "big".into(),
+            refresh_ttl: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap()
+        .version;
+    c.delete(DeleteRequest {
+        key: "big".into(),
+        condition: Some(pb::Condition {
+            kind: Some(pb::condition::Kind::IfVersion(v_big)),
+        }),
+        request_id: "del-1".into(),
+    })
+    .await
+    .unwrap();
+    c.put(put_req("big", v::int(1))).await.unwrap();
+    let tx = pb::TransactRequest {
+        ops: vec![pb::TransactOp {
+            op: Some(pb::transact_op::Op::Increment(pb::IncrementRequest {
+                key: "n".into(),
+                delta: 1,
+                ..Default::default()
+            })),
+        }],
+        request_id: "tx-1".into(),
+    };
+    c.transact(tx.clone()).await.unwrap();
+    c.transact(tx).await.unwrap();
+    // The health check (PING each connection, TIME for the clock offset,
+    // the version floor) passes too — at least one more round of it after
+    // all the above — and Redis denied nothing along the way.
     s.wait_serving(Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let floor_calls = command_calls(&mut admin)
+        .await
+        .get("time")
+        .copied()
+        .unwrap_or(0);
+    common::eventually!(
+        Duration::from_secs(10),
+        "another health round",
+        command_calls(&mut admin)
+            .await
+            .get("time")
+            .copied()
+            .unwrap_or(0)
+            > floor_calls + 1
+    );
     let denied: Vec<redis::Value> = redis::cmd("ACL")
         .arg("LOG")
         .query_async(&mut admin)

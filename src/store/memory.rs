@@ -13,6 +13,10 @@
 //! and writes nothing, while reads, deletes and expiry changes keep working.
 //! (Redis counts a command's own buffers into its memory, so near the limit
 //! it too refuses a large write while a small one may still pass.)
+//!
+//! Request ids are remembered as on Redis: with the item they were written
+//! for (at most `max_ids` per key, none older than the window), and after a
+//! delete that carried one in a tombstone that lives for the window.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -28,8 +32,9 @@ use crate::{
     error::{Error, Exhaustion, FailureReason, OpFailure, Result},
     pb::{Value, value::Kind},
     store::{
-        Condition, DeleteOp, Entry, Expiry, IncrementOp, Incremented, ListPage, Namespace,
-        OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, next_version, type_name,
+        Condition, DeleteOp, Entry, Expiry, Idempotency, IncrementOp, Incremented, ListPage,
+        Namespace, OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, next_version,
+        transaction_fingerprint, type_name,
     },
 };
 
@@ -45,6 +50,34 @@ struct Item {
     value: Value,
     version: u64,
     expires_at: Option<Instant>,
+    /// Request ids of recent writes of this key, newest first.
+    ids: Vec<IdEntry>,
+}
+
+/// What a key remembers of a write made with a request id.
+#[derive(Debug, Clone)]
+struct IdEntry {
+    id: String,
+    fingerprint: u64,
+    at: Instant,
+    answer: Answer,
+}
+
+/// The answer a replayed request id gets.
+#[derive(Debug, Clone)]
+enum Answer {
+    Put(u64),
+    Delete(bool),
+    Increment(Incremented),
+    Transact(Vec<OpResult>),
+}
+
+/// A deleted key's request ids, kept for the window so that a retried
+/// delete (or a transaction that deleted its first key) answers as before.
+#[derive(Debug, Clone)]
+struct Tomb {
+    ids: Vec<IdEntry>,
+    expires_at: Instant,
 }
 
 impl Item {
@@ -54,8 +87,11 @@ impl Item {
 }
 
 fn size_of(key: &str, item: &Item) -> usize {
-    stored_size(key, &item.value)
+    stored_size(key, &item.value) + item.ids.len() * ID_ENTRY_SIZE
 }
+
+/// Bytes counted per remembered request id.
+const ID_ENTRY_SIZE: usize = 64;
 
 fn stored_size(key: &str, value: &Value) -> usize {
     key.len() + value.encoded_len() + PER_KEY_OVERHEAD
@@ -86,6 +122,8 @@ struct State {
     /// above it, so versions never repeat for a key — also after a delete and
     /// re-create in the same microsecond or a wall-clock step backwards.
     high_water: u64,
+    /// Request ids of deleted keys.
+    tombs: HashMap<String, Tomb>,
 }
 
 impl State {
@@ -112,18 +150,24 @@ impl State {
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     budget: usize,
+    idempotency: Idempotency,
 }
 
 impl MemoryStore {
-    /// Creates an empty store holding at most about `budget` bytes. Inside a
-    /// Tokio runtime it also starts a sweeper that frees expired keys; the
+    /// Creates an empty store holding at most about `budget` bytes and
+    /// remembering request ids as `idempotency` says. Inside a Tokio runtime
+    /// it also starts a sweeper that frees expired keys and tombstones; the
     /// sweeper stops when the store is dropped.
-    pub fn new(budget: usize) -> Self {
+    pub fn new(budget: usize, idempotency: Idempotency) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&state)));
         }
-        Self { state, budget }
+        Self {
+            state,
+            budget,
+            idempotency,
+        }
     }
 
     /// Number of stored entries, including expired ones not yet swept.
@@ -185,6 +229,7 @@ async fn sweep(state: Weak<Mutex<State>>) {
         for k in expired {
             st.remove(&k);
         }
+        st.tombs.retain(|_, t| t.expires_at > now);
     }
 }
 
@@ -212,6 +257,14 @@ fn entry(key: &str, item: &Item, now: Instant) -> Entry {
     }
 }
 
+/// The state of one key after the ops so far: the item (absent: `None`)
+/// and, for an absent key, the tombstone keeping its request ids.
+#[derive(Debug, Clone)]
+enum Change {
+    Present(Item),
+    Absent(Option<Tomb>),
+}
+
 /// The state of the keys an op list touches, as the ops see it: a view over
 /// the map plus the not-yet-committed changes of earlier ops. Nothing reaches
 /// the map until `commit`, so a failing op leaves no trace.
@@ -220,25 +273,98 @@ struct Overlay<'a> {
     now: Instant,
     clock: u64,
     high_water: u64,
-    changes: HashMap<String, Option<Item>>,
+    idem: Idempotency,
+    changes: HashMap<String, Change>,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(state: &'a State, now: Instant) -> Self {
+    fn new(state: &'a State, now: Instant, idem: Idempotency) -> Self {
         Self {
             state,
             now,
             clock: now_micros(),
             high_water: state.high_water,
+            idem,
             changes: HashMap::new(),
         }
     }
 
     fn current(&self, key: &str) -> Option<&Item> {
         match self.changes.get(key) {
-            Some(change) => change.as_ref(),
+            Some(Change::Present(item)) => Some(item),
+            Some(Change::Absent(_)) => None,
             None => self.state.map.get(key).filter(|i| i.live(self.now)),
         }
+    }
+
+    /// The request ids a key remembers, newest first, within the window.
+    fn ids(&self, key: &str) -> Vec<IdEntry> {
+        let all = match self.changes.get(key) {
+            Some(Change::Present(item)) => item.ids.clone(),
+            Some(Change::Absent(tomb)) => tomb.as_ref().map(|t| t.ids.clone()).unwrap_or_default(),
+            None => match self.state.map.get(key).filter(|i| i.live(self.now)) {
+                Some(item) => item.ids.clone(),
+                None => self
+                    .state
+                    .tombs
+                    .get(key)
+                    .filter(|t| t.expires_at > self.now)
+                    .map(|t| t.ids.clone())
+                    .unwrap_or_default(),
+            },
+        };
+        self.pruned(all, self.idem.max_ids)
+    }
+
+    fn pruned(&self, mut ids: Vec<IdEntry>, keep: usize) -> Vec<IdEntry> {
+        ids.retain(|e| self.now.saturating_duration_since(e.at) < self.idem.window);
+        ids.truncate(keep);
+        ids
+    }
+
+    /// The remembered answer of `id` on `key`, REQUEST_ID_REUSED for another
+    /// request, or `None` when the id is new.
+    fn replay(
+        &self,
+        key: &str,
+        client_key: &str,
+        id: Option<&RequestId>,
+        fingerprint: u64,
+    ) -> Result<Option<Answer>, OpFailure> {
+        let Some(id) = id else { return Ok(None) };
+        match self.ids(key).into_iter().find(|e| e.id == id.0) {
+            None => Ok(None),
+            Some(e) if e.fingerprint == fingerprint => Ok(Some(e.answer)),
+            Some(_) => Err(OpFailure::new(
+                client_key,
+                crate::error::FailureReason::RequestIdReused,
+                self.current(key).map(|i| i.version),
+            )),
+        }
+    }
+
+    /// The ids a key keeps after a write: the new entry (if any) first.
+    fn ids_after(
+        &self,
+        key: &str,
+        id: Option<&RequestId>,
+        fp: u64,
+        answer: Answer,
+    ) -> Vec<IdEntry> {
+        let mut ids = self.ids(key);
+        if let Some(id) = id {
+            ids.truncate(self.idem.max_ids.saturating_sub(1));
+            ids.insert(
+                0,
+                IdEntry {
+                    id: id.0.clone(),
+                    fingerprint: fp,
+                    at: self.now,
+                    answer,
+                },
+            );
+        }
+        ids
     }
 
     fn next_version(&mut self) -> u64 {
@@ -259,38 +385,59 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn put(&mut self, key: String, client_key: &str, op: &PutOp) -> Result<u64, OpFailure> {
-        self.check(&key, client_key, op.condition)?;
+    fn put(&mut self, key: String, op: &PutOp, fp: u64) -> Result<u64, OpFailure> {
+        if let Some(Answer::Put(v)) = self.replay(&key, &op.key, op.request_id.as_ref(), fp)? {
+            return Ok(v);
+        }
+        self.check(&key, &op.key, op.condition)?;
         let expires_at = match op.expiry {
             Expiry::After(ttl) => Some(self.now + ttl),
             Expiry::Keep => self.current(&key).and_then(|i| i.expires_at),
             Expiry::Never => None,
         };
         let version = self.next_version();
+        let ids = self.ids_after(&key, op.request_id.as_ref(), fp, Answer::Put(version));
         self.changes.insert(
             key,
-            Some(Item {
+            Change::Present(Item {
                 value: op.value.clone(),
                 version,
                 expires_at,
+                ids,
             }),
         );
         Ok(version)
     }
 
-    fn delete(&mut self, key: String, client_key: &str, op: &DeleteOp) -> Result<bool, OpFailure> {
-        self.check(&key, client_key, op.condition)?;
+    fn delete(&mut self, key: String, op: &DeleteOp, fp: u64) -> Result<bool, OpFailure> {
+        if let Some(Answer::Delete(d)) = self.replay(&key, &op.key, op.request_id.as_ref(), fp)? {
+            return Ok(d);
+        }
+        self.check(&key, &op.key, op.condition)?;
         let existed = self.current(&key).is_some();
-        self.changes.insert(key, None);
+        // The deletion takes a version too, as on Redis, so that a
+        // tombstone's entry orders within the window like any other.
+        self.next_version();
+        let tomb = op.request_id.as_ref().map(|id| Tomb {
+            ids: self.ids_after(&key, Some(id), fp, Answer::Delete(existed)),
+            expires_at: self.now + self.idem.window,
+        });
+        self.changes.insert(key, Change::Absent(tomb));
         Ok(existed)
     }
 
     fn increment(
         &mut self,
         key: String,
-        client_key: &str,
         op: &IncrementOp,
+        fp: u64,
     ) -> Result<Incremented, OpFailure> {
+        if let Some(Answer::Increment(r)) =
+            self.replay(&key, &op.key, op.request_id.as_ref(), fp)?
+        {
+            return Ok(r);
+        }
+        let client_key = op.key.as_str();
         let current = self.current(&key);
         let cur_version = current.map(|i| i.version);
         let (base, expires_at) = match current {
@@ -315,44 +462,76 @@ impl<'a> Overlay<'a> {
             ));
         };
         let version = self.next_version();
+        let result = Incremented { value, version };
+        let ids = self.ids_after(&key, op.request_id.as_ref(), fp, Answer::Increment(result));
         self.changes.insert(
             key,
-            Some(Item {
+            Change::Present(Item {
                 value: Value {
                     kind: Some(Kind::IntValue(value)),
                 },
                 version,
                 expires_at,
+                ids,
             }),
         );
-        Ok(Incremented { value, version })
+        Ok(result)
     }
 
     fn apply(&mut self, ns: &Namespace, op: &WriteOp) -> Result<OpResult, OpFailure> {
         let key = ns.storage_key(op.key());
+        // Transaction ops carry no id of their own (the API refuses them).
         Ok(match op {
             WriteOp::Put(p) => OpResult::Put {
-                version: self.put(key, &p.key, p)?,
+                version: self.put(key, p, 0)?,
             },
             WriteOp::Delete(d) => OpResult::Delete {
-                deleted: self.delete(key, &d.key, d)?,
+                deleted: self.delete(key, d, 0)?,
             },
-            WriteOp::Increment(i) => OpResult::Increment(self.increment(key, &i.key, i)?),
+            WriteOp::Increment(i) => OpResult::Increment(self.increment(key, i, 0)?),
         })
     }
 
-    fn into_parts(self) -> (HashMap<String, Option<Item>>, u64) {
+    /// Records a transaction's request id on the final state of its first
+    /// key (as a tombstone if that key ends up absent).
+    fn remember_transaction(&mut self, key: String, id: &RequestId, fp: u64, results: &[OpResult]) {
+        let ids = self.ids_after(&key, Some(id), fp, Answer::Transact(results.to_vec()));
+        let change = match self.changes.remove(&key) {
+            Some(Change::Present(mut item)) => {
+                item.ids = ids;
+                Change::Present(item)
+            }
+            _ => Change::Absent(Some(Tomb {
+                ids,
+                expires_at: self.now + self.idem.window,
+            })),
+        };
+        self.changes.insert(key, change);
+    }
+
+    fn into_parts(self) -> (HashMap<String, Change>, u64) {
         (self.changes, self.high_water)
     }
 }
 
-fn commit(state: &mut State, (changes, high_water): (HashMap<String, Option<Item>>, u64)) {
+fn commit(state: &mut State, (changes, high_water): (HashMap<String, Change>, u64)) {
     state.high_water = state.high_water.max(high_water);
     for (key, change) in changes {
         match change {
-            Some(item) => state.insert(key, item),
-            None => {
+            Change::Present(item) => {
+                state.tombs.remove(&key);
+                state.insert(key, item);
+            }
+            Change::Absent(tomb) => {
                 state.remove(&key);
+                match tomb {
+                    Some(t) => {
+                        state.tombs.insert(key, t);
+                    }
+                    None => {
+                        state.tombs.remove(&key);
+                    }
+                }
             }
         }
     }
@@ -370,7 +549,7 @@ impl MemoryStore {
         let now = Instant::now();
         let mut state = self.lock();
         self.check_budget(&state, incoming)?;
-        let mut overlay = Overlay::new(&state, now);
+        let mut overlay = Overlay::new(&state, now, self.idempotency);
         let result = f(&mut overlay)?;
         let parts = overlay.into_parts();
         commit(&mut state, parts);
@@ -399,17 +578,29 @@ impl Store for MemoryStore {
     async fn put(&self, ns: &Namespace, op: PutOp) -> Result<u64> {
         let key = ns.storage_key(&op.key);
         let size = stored_size(&key, &op.value);
-        self.write(size, |o| o.put(key, &op.key, &op))
+        let fp = op
+            .request_id
+            .as_ref()
+            .map_or(0, |_| op.fingerprint().finish());
+        self.write(size, |o| o.put(key, &op, fp))
     }
 
     async fn delete(&self, ns: &Namespace, op: DeleteOp) -> Result<bool> {
         let key = ns.storage_key(&op.key);
-        self.write(0, |o| o.delete(key, &op.key, &op))
+        let fp = op
+            .request_id
+            .as_ref()
+            .map_or(0, |_| op.fingerprint().finish());
+        self.write(0, |o| o.delete(key, &op, fp))
     }
 
     async fn increment(&self, ns: &Namespace, op: IncrementOp) -> Result<Incremented> {
         let key = ns.storage_key(&op.key);
-        self.write(increment_size(&key), |o| o.increment(key, &op.key, &op))
+        let fp = op
+            .request_id
+            .as_ref()
+            .map_or(0, |_| op.fingerprint().finish());
+        self.write(increment_size(&key), |o| o.increment(key, &op, fp))
     }
 
     async fn expire(&self, ns: &Namespace, key: &str, ttl: Duration) -> Result<bool> {
@@ -464,9 +655,13 @@ impl Store for MemoryStore {
             .sum();
         self.check_budget(&state, size)?;
         let mut results = Vec::with_capacity(items.len());
-        for (i, op) in items.iter().enumerate() {
-            let mut overlay = Overlay::new(&state, now);
-            let result = overlay.put(ns.storage_key(&op.key), &op.key, op);
+        for (i, op) in items.into_iter().enumerate() {
+            let fp = op
+                .request_id
+                .as_ref()
+                .map_or(0, |_| op.fingerprint().finish());
+            let mut overlay = Overlay::new(&state, now, self.idempotency);
+            let result = overlay.put(ns.storage_key(&op.key), &op, fp);
             let parts = overlay.into_parts();
             commit(&mut state, parts);
             results.push(result.map_err(|f| f.at(i)));
@@ -491,14 +686,37 @@ impl Store for MemoryStore {
         &self,
         ns: &Namespace,
         ops: Vec<WriteOp>,
-        _request_id: Option<RequestId>,
+        request_id: Option<RequestId>,
     ) -> Result<Vec<OpResult>> {
         let size = ops.iter().map(|op| incoming(ns, op)).sum();
+        let fp = request_id
+            .as_ref()
+            .map_or(0, |_| transaction_fingerprint(&ops).finish());
+        let first = ops.first().map(|op| ns.storage_key(op.key()));
         self.write(size, |overlay| {
-            ops.iter()
+            if let (Some(id), Some(first)) = (&request_id, &first) {
+                match overlay.replay(first, ops[0].key(), Some(id), fp) {
+                    Ok(Some(Answer::Transact(results))) => return Ok(results),
+                    Ok(Some(_)) | Err(_) => {
+                        return Err(OpFailure::new(
+                            ops[0].key(),
+                            FailureReason::RequestIdReused,
+                            overlay.current(first).map(|i| i.version),
+                        )
+                        .at(0));
+                    }
+                    Ok(None) => {}
+                }
+            }
+            let results = ops
+                .iter()
                 .enumerate()
                 .map(|(i, op)| overlay.apply(ns, op).map_err(|f| f.at(i)))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            if let (Some(id), Some(first)) = (&request_id, first) {
+                overlay.remember_transaction(first, id, fp, &results);
+            }
+            Ok(results)
         })
     }
 

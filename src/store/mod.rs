@@ -68,9 +68,135 @@ pub enum Expiry {
 
 /// A client-chosen idempotency key (validated by the API: 1..N visible
 /// ASCII bytes). A retry carrying the same id returns the first attempt's
-/// result instead of writing again.
+/// result instead of writing again; the same id on a different write is
+/// REQUEST_ID_REUSED.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(pub String);
+
+impl RequestId {
+    /// What a key remembers of the id: the first 8 bytes of its SHA-256 as
+    /// 16 hex digits. Keys stay small, and an id never appears in storage.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex16(u64::from_be_bytes(
+            Sha256::digest(self.0.as_bytes())[..8]
+                .try_into()
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// How long, and for how many writes of a key, a request id is remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotency {
+    /// A retry later than this after the first attempt is a new write.
+    pub window: Duration,
+    /// Ids remembered per key (the newest); an older one is a new write.
+    pub max_ids: usize,
+}
+
+/// 16 lowercase hex digits.
+pub fn hex16(v: u64) -> String {
+    format!("{v:016x}")
+}
+
+/// A stable 64-bit fingerprint of what a write asks for (FNV-1a): the same
+/// on every instance and version, so a retry sent to another instance is
+/// recognised, and a different write reusing an id is told apart.
+#[derive(Debug, Clone, Copy)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Fingerprint(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fingerprint {
+    pub fn bytes(mut self, b: &[u8]) -> Self {
+        // Length first, so that ("ab", "c") and ("a", "bc") differ.
+        for x in (b.len() as u64).to_le_bytes().iter().chain(b) {
+            self.0 ^= u64::from(*x);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self
+    }
+
+    pub fn num(self, n: u64) -> Self {
+        self.bytes(&n.to_le_bytes())
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+
+    fn condition(self, c: Condition) -> Self {
+        match c {
+            Condition::None => self.num(0),
+            Condition::IfAbsent => self.num(1),
+            Condition::IfExists => self.num(2),
+            Condition::IfVersion(v) => self.num(3).num(v),
+        }
+    }
+
+    fn expiry(self, e: Expiry) -> Self {
+        match e {
+            Expiry::Never => self.num(0),
+            Expiry::After(t) => self.num(1).num(t.as_millis() as u64),
+            Expiry::Keep => self.num(2),
+        }
+    }
+}
+
+impl PutOp {
+    /// The fingerprint of this put (key, value, expiry, condition).
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::default()
+            .bytes(self.key.as_bytes())
+            .bytes(b"P")
+            .bytes(&self.value.encode_to_vec())
+            .expiry(self.expiry)
+            .condition(self.condition)
+    }
+}
+
+impl DeleteOp {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::default()
+            .bytes(self.key.as_bytes())
+            .bytes(b"D")
+            .condition(self.condition)
+    }
+}
+
+impl IncrementOp {
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::default()
+            .bytes(self.key.as_bytes())
+            .bytes(b"I")
+            .num(self.delta as u64)
+            .num(self.ttl.map_or(0, |t| t.as_millis() as u64 + 1))
+    }
+}
+
+impl WriteOp {
+    /// The fingerprint of this op (key, kind and every argument).
+    pub fn fingerprint(&self) -> Fingerprint {
+        match self {
+            WriteOp::Put(p) => p.fingerprint(),
+            WriteOp::Delete(d) => d.fingerprint(),
+            WriteOp::Increment(i) => i.fingerprint(),
+        }
+    }
+}
+
+/// The fingerprint of a whole transaction.
+pub fn transaction_fingerprint(ops: &[WriteOp]) -> Fingerprint {
+    ops.iter()
+        .fold(Fingerprint::default().bytes(b"T"), |f, op| {
+            f.num(op.fingerprint().finish())
+        })
+}
 
 /// Store `value` under `key`.
 #[derive(Debug, Clone, PartialEq)]

@@ -369,6 +369,11 @@ impl TestServer {
         tls: Option<ClientTls>,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        // STATE_TEST_LOG=1 (with RUST_LOG) shows the server's log, where
+        // INTERNAL and UNAVAILABLE details go.
+        if std::env::var_os("STATE_TEST_LOG").is_some() {
+            state_service::telemetry::init(state_service::config::LogFormat::Pretty);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = Config::for_tests(addr, redis_url);

@@ -1,24 +1,35 @@
 //! The Redis backend (standalone Redis).
 //!
-//! Storage format 2 (docs/design/storage-format.md): each key is one string,
-//! a 32-byte header (version, absolute expiry) and the encoded value
-//! (`record`). Reads are one GET (BatchGet: one MGET); every write is one Lua
-//! script call (`scripts`) so that conditions, versions and expiry are
-//! applied atomically; an unconditional Delete is a plain DEL. Every call is
-//! bounded by the command timeout; connection loss empties the connection
-//! slot and is reported as UNAVAILABLE (the address and cause go to the log).
+//! Storage formats 2 and 3 (docs/design/storage-format.md): each key is one
+//! string, a fixed header (version, absolute expiry, and for keys that
+//! remember request ids their entries) and the encoded value (`record`).
+//! Reads are one GET (BatchGet: one MGET); every write is one Lua script call
+//! (`scripts`) so that conditions, versions and expiry are applied
+//! atomically; an unconditional Delete without a request id is a plain DEL.
+//! Every call is bounded by the command timeout; connection loss empties the
+//! connection slot and is reported as UNAVAILABLE (the address and cause go
+//! to the log).
 //!
-//! Each typed `Store` method picks the cheapest script that keeps the
-//! contract: a lone unconditional Put uses the short PUT script, conditional
-//! writes and increments the general APPLY, Transact APPLY in atomic mode.
+//! The service stamps writes: versions come from `record::Clocks` (this
+//! host's clock, kept above a floor shared by all instances), expiries are
+//! absolute times on Redis's clock, and unconditional puts arrive as records
+//! the service built. Each typed `Store` method picks the cheapest script
+//! that keeps the contract: PUT for a plain put (STAGE when the record is
+//! large, so the value never enters Lua), BATCH for a BatchPut of plain
+//! puts, DELETE for a conditional delete, RETIME for expiry changes, and the
+//! general APPLY for everything else — conditions, keep_ttl, increments,
+//! request ids, tombstones and Transact. A fast script that meets what only
+//! APPLY handles answers SLOW (or aborts on a key of another type before
+//! writing) and the op goes to APPLY.
 
 mod conn;
 pub mod record;
 pub mod scripts;
+pub mod slot;
 
 use std::{
     future::Future,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -27,8 +38,9 @@ use redis::{RedisError, RedisResult, Value as RValue};
 use crate::{
     error::{Error, Exhaustion, FailureReason, OpFailure, Result},
     store::{
-        Condition, DeleteOp, Entry, Expiry, IncrementOp, Incremented, ListPage, Namespace,
-        OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, codec,
+        Condition, DeleteOp, Entry, Expiry, Idempotency, IncrementOp, Incremented, Keyspace,
+        ListPage, Namespace, OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, codec, hex16,
+        transaction_fingerprint,
     },
 };
 
@@ -42,31 +54,72 @@ const MAX_SCANS_PER_PAGE: usize = 32;
 /// Upper bound of the health loop's PING.
 const HEALTH_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Records from this size up are staged under a key of their own and moved
+/// into place (STAGE) instead of passing through Lua, which hashes every
+/// byte it is given: measured crossover 1–1.5 KB (bench/lua-lab).
+const STAGE_MIN_BYTES: usize = 2048;
+
+/// How long a stage key outlives a lost STAGE call.
+const STAGE_GUARD_MS: &str = "60000";
+
+/// How a Redis store behaves, beyond its connections.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Bound of one Redis call (the request's deadline applies when shorter).
+    pub command_timeout: Duration,
+    /// How long and how many request ids a key remembers.
+    pub idempotency: Idempotency,
+}
+
 /// The Redis-backed store.
 pub struct RedisStore {
     conns: Connections,
-    command_timeout: Duration,
-    clock: record::RedisClock,
+    options: StoreOptions,
+    clocks: record::Clocks,
     /// Whether the current streak of failed clock readings was logged.
     clock_warned: AtomicBool,
+    keyspace: Keyspace,
+    /// The shared version floor (`record::Clocks`).
+    floor_key: String,
+    /// Makes stage keys unique within this process.
+    stage_seq: AtomicU64,
+    /// Makes stage keys unique across processes.
+    stage_nonce: u64,
 }
 
 impl RedisStore {
     /// Prepares the store; no connection is made yet (the server starts even
     /// when Redis is down, and the health loop connects).
-    pub fn new(url: &str, settings: &ConnSettings, command_timeout: Duration) -> Result<Self> {
+    pub fn new(
+        url: &str,
+        settings: &ConnSettings,
+        keyspace: Keyspace,
+        options: StoreOptions,
+    ) -> Result<Self> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut nonce = std::collections::hash_map::RandomState::new().build_hasher();
+        nonce.write_u64(record::local_us() as u64);
         Ok(Self {
             conns: Connections::new(url, settings)?,
-            command_timeout,
-            clock: record::RedisClock::default(),
+            options,
+            clocks: record::Clocks::default(),
             clock_warned: AtomicBool::new(false),
+            floor_key: keyspace.internal("version-floor"),
+            keyspace,
+            stage_seq: AtomicU64::new(0),
+            stage_nonce: nonce.finish(),
         })
+    }
+
+    /// The clocks this store stamps writes with (tests observe them).
+    pub fn clocks(&self) -> &record::Clocks {
+        &self.clocks
     }
 
     /// The health PING must be short: a PING that queues behind a slow Redis
     /// for the full command timeout would report a dead backend too late.
     fn health_timeout(&self) -> Duration {
-        self.command_timeout.min(HEALTH_PING_TIMEOUT)
+        self.options.command_timeout.min(HEALTH_PING_TIMEOUT)
     }
 
     pub fn connections(&self) -> &Connections {
@@ -83,7 +136,7 @@ impl RedisStore {
         let c = self.conns.get().await.inspect_err(|_| {
             crate::metrics::redis_error("connection");
         })?;
-        match tokio::time::timeout(self.command_timeout, f(c.conn.clone())).await {
+        match tokio::time::timeout(self.options.command_timeout, f(c.conn.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let dropped = e.is_io_error()
@@ -117,7 +170,7 @@ impl RedisStore {
             message: format!(
                 "the state backend did not answer within {:?} (--redis-command-timeout); \
                  for a write the outcome is unknown",
-                self.command_timeout
+                self.options.command_timeout
             ),
             detail: Some(detail),
         }
@@ -157,35 +210,89 @@ impl RedisStore {
             .await
     }
 
-    /// APPLY over `ops` (`atomic` for Transact, else each op on its own).
-    async fn apply(&self, ns: &Namespace, ops: &[WriteOp], atomic: bool) -> Result<Vec<RValue>> {
+    /// Runs a fast script; `None` when it aborted on a key of another Redis
+    /// type (WRONGTYPE, before writing anything) or answered SLOW: the op
+    /// goes to APPLY.
+    async fn eval_fast(&self, inv: redis::ScriptInvocation<'static>) -> Result<Option<RValue>> {
+        let reply = self
+            .call(|mut c| async move {
+                match inv.invoke_async::<RValue>(&mut c).await {
+                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?;
+        Ok(reply.filter(|r| !is_tag(r, "SLOW")))
+    }
+
+    /// The arguments every APPLY call starts with.
+    fn apply_invocation(
+        &self,
+        atomic: bool,
+        tx: Option<(String, u64)>,
+    ) -> redis::ScriptInvocation<'static> {
         let mut inv = scripts::APPLY.prepare_invoke();
-        inv.arg(if atomic { "atomic" } else { "each" });
+        let now = self.clocks.next_version();
+        let idem = self.options.idempotency;
+        let cutoff = now.saturating_sub(idem.window.as_micros() as u64);
+        let tomb_expiry = self
+            .clocks
+            .expires_at(idem.window.max(Duration::from_millis(1)));
+        let (tx_id, tx_fp) = tx.map_or((String::new(), String::new()), |(id, fp)| (id, hex16(fp)));
+        inv.arg(if atomic { "atomic" } else { "each" })
+            .arg(record::version_digits(now))
+            .arg(record::version_digits(cutoff))
+            .arg(idem.max_ids.max(1))
+            .arg(tomb_expiry)
+            .arg(tx_id)
+            .arg(tx_fp);
+        inv
+    }
+
+    /// APPLY over `ops` (`atomic` for Transact, else each op on its own).
+    async fn apply(
+        &self,
+        ns: &Namespace,
+        ops: &[WriteOp],
+        atomic: bool,
+        tx: Option<(String, u64)>,
+    ) -> Result<Vec<RValue>> {
+        let mut inv = self.apply_invocation(atomic, tx);
         for op in ops {
             inv.key(ns.storage_key(op.key()));
-            let (kind, payload, ttl, keep, condition) = match op {
+            let (kind, payload, expiry, condition, id) = match op {
                 WriteOp::Put(p) => {
-                    let (ttl, keep) = match p.expiry {
-                        Expiry::Never => (None, false),
-                        Expiry::After(t) => (Some(t), false),
-                        Expiry::Keep => (None, true),
+                    let expiry = match p.expiry {
+                        Expiry::Never => String::new(),
+                        Expiry::After(t) => self.clocks.expires_at(t).to_string(),
+                        Expiry::Keep => "K".into(),
                     };
-                    ("P", codec::encode(&p.value), ttl, keep, p.condition)
+                    let id = p.request_id.as_ref().map(|id| (id, p.fingerprint()));
+                    ("P", codec::encode(&p.value), expiry, p.condition, id)
                 }
-                WriteOp::Delete(d) => ("D", Vec::new(), None, false, d.condition),
-                WriteOp::Increment(i) => (
-                    "I",
-                    i.delta.to_string().into_bytes(),
-                    i.ttl,
-                    false,
-                    Condition::None,
-                ),
+                WriteOp::Delete(d) => {
+                    let id = d.request_id.as_ref().map(|id| (id, d.fingerprint()));
+                    ("D", Vec::new(), String::new(), d.condition, id)
+                }
+                WriteOp::Increment(i) => {
+                    let expiry = i
+                        .ttl
+                        .map(|t| self.clocks.expires_at(t).to_string())
+                        .unwrap_or_default();
+                    let id = i.request_id.as_ref().map(|id| (id, i.fingerprint()));
+                    let delta = itoa::Buffer::new().format(i.delta).as_bytes().to_vec();
+                    ("I", delta, expiry, Condition::None, id)
+                }
             };
+            let (digest, fp) = id.map_or((String::new(), String::new()), |(id, fp)| {
+                (id.digest(), hex16(fp.finish()))
+            });
             inv.arg(kind)
                 .arg(payload)
-                .arg(ttl.map_or(0, millis))
-                .arg(if keep { "1" } else { "0" })
-                .arg(condition_arg(condition));
+                .arg(expiry)
+                .arg(condition_arg(condition))
+                .arg(digest)
+                .arg(fp);
         }
         let reply = self.eval(inv).await?;
         let RValue::Array(mut parts) = reply else {
@@ -206,15 +313,110 @@ impl RedisStore {
                     .at(index)
                     .into())
             }
-            Some("BAD_TTL") => Err(bad_ttl()),
             _ => Err(unexpected("APPLY", &RValue::Array(parts))),
         }
     }
 
     /// One op through APPLY in `each` mode, its failure as an error.
     async fn apply_one(&self, ns: &Namespace, op: WriteOp) -> Result<OpResult> {
-        let parts = self.apply(ns, std::slice::from_ref(&op), false).await?;
+        let parts = self
+            .apply(ns, std::slice::from_ref(&op), false, None)
+            .await?;
         Ok(parse_op(&op, &parts[0])??)
+    }
+
+    /// A put of a record the service builds (no condition, keep_ttl or
+    /// request id): PUT, or STAGE for a large record. `None`: the key needs
+    /// APPLY.
+    async fn put_record(&self, ns: &Namespace, op: &PutOp) -> Result<Option<u64>> {
+        let now = self.clocks.next_version();
+        let expires_at = match op.expiry {
+            Expiry::After(t) => Some(self.clocks.expires_at(t)),
+            _ => None,
+        };
+        let record = record::encode(now, expires_at, b"", &codec::encode(&op.value));
+        let key = ns.storage_key(&op.key);
+        let reply = if record.len() >= STAGE_MIN_BYTES {
+            self.stage(&key, record, now, expires_at).await?
+        } else {
+            let mut inv = scripts::PUT.prepare_invoke();
+            inv.key(key.as_str())
+                .arg(record)
+                .arg(record::version_digits(now));
+            if let Some(at) = expires_at {
+                inv.arg(at);
+            }
+            self.eval_fast(inv).await?
+        };
+        let Some(reply) = reply else { return Ok(None) };
+        match parse_op(&WriteOp::Put(op.clone()), &reply)?? {
+            OpResult::Put { version } => Ok(Some(version)),
+            other => Err(Error::internal(format!("PUT answered {other:?}"))),
+        }
+    }
+
+    /// Writes a large record under a private stage key in the key's slot and
+    /// moves it over the key with STAGE, in one round trip: the value never
+    /// passes through Lua.
+    async fn stage(
+        &self,
+        key: &str,
+        record: Vec<u8>,
+        now: u64,
+        expires_at: Option<u64>,
+    ) -> Result<Option<RValue>> {
+        let tag = slot::tag_for_slot(slot::slot_of(key.as_bytes()));
+        let stage = self.keyspace.internal(&format!(
+            "stage:{{{tag}}}:{:016x}{:x}",
+            self.stage_nonce,
+            self.stage_seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let expiry = expires_at.map(|at| at.to_string()).unwrap_or_default();
+        let mut inv = scripts::STAGE.prepare_invoke();
+        inv.key(key)
+            .key(stage.as_str())
+            .arg(record::version_digits(now))
+            .arg(&expiry);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .cmd("SET")
+            .arg(&stage)
+            .arg(record)
+            .arg("PX")
+            .arg(STAGE_GUARD_MS)
+            .invoke_script(&inv);
+        let replies: Vec<RValue> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        // The SET failing (out of memory) means nothing was staged: its
+        // error is the answer (the script then found no stage and wrote
+        // nothing).
+        if let Some(RValue::ServerError(e)) = replies.first() {
+            return Err(self.map_redis_error(e.clone().into(), false));
+        }
+        let reply = match replies.get(1) {
+            Some(RValue::ServerError(e)) if e.code() == "NOSCRIPT" => {
+                // The script cache was flushed (a restart or failover): the
+                // stage is in place; load the script and move it.
+                self.eval_fast(inv).await?
+            }
+            Some(RValue::ServerError(e)) => {
+                let err: RedisError = e.clone().into();
+                if err.code() == Some("WRONGTYPE") {
+                    None
+                } else {
+                    return Err(self.map_redis_error(err, false));
+                }
+            }
+            Some(other) => Some(other.clone()),
+            None => return Err(Error::internal("no reply to STAGE")),
+        };
+        if reply.as_ref().is_some_and(|r| is_tag(r, "LOST")) {
+            return Err(Error::internal(
+                "a stage key vanished before STAGE ran (nothing was written)",
+            ));
+        }
+        Ok(reply.filter(|r| !is_tag(r, "SLOW")))
     }
 
     /// One MGET for every key (atomic, so a consistent snapshot); fails as a
@@ -224,8 +426,8 @@ impl RedisStore {
     }
 
     /// Like `read_many`, with a result per key. MGET answers nil for a key
-    /// of another Redis type, so such a key reads as absent here (a single
-    /// Get, which uses GET, reports it as foreign data).
+    /// of another Redis type (a tombstone, or foreign data), so such a key
+    /// reads as absent here (a single Get reports foreign data).
     async fn read_each(
         &self,
         ns: &Namespace,
@@ -256,17 +458,26 @@ impl RedisStore {
             .collect())
     }
 
-    /// One GET; a key of another Redis type is foreign data.
+    /// One GET; a key of another Redis type is foreign data, unless it is a
+    /// deleted key's tombstone (then it is absent).
     async fn read_one(&self, ns: &Namespace, key: &str) -> Result<Option<Entry>> {
         let sk = ns.storage_key(key);
         let reply = self
             .call(|mut c| async move {
                 match redis::cmd("GET")
-                    .arg(sk)
+                    .arg(&sk)
                     .query_async::<RValue>(&mut c)
                     .await
                 {
-                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                    Err(e) if e.code() == Some("WRONGTYPE") => {
+                        let tomb: bool = redis::cmd("HEXISTS")
+                            .arg(&sk)
+                            .arg("t")
+                            .query_async(&mut c)
+                            .await
+                            .unwrap_or(false);
+                        Ok(if tomb { Some(RValue::Nil) } else { None })
+                    }
                     other => other.map(Some),
                 }
             })
@@ -288,23 +499,24 @@ impl RedisStore {
             key: key.to_string(),
             value,
             version: r.version,
-            ttl: r.expires_at_ms.map(|at| self.clock.remaining(at)),
+            ttl: r.expires_at_ms.map(|at| self.clocks.remaining(at)),
         })
     }
 
-    /// Runs RETIME on one key: new TTL in ms (0: none); with `want_value`,
-    /// the rewritten string.
+    /// Runs RETIME on one key: the new absolute expiry (`None`: persist);
+    /// with `want_value`, the value afterwards. `None`: the key is absent.
     async fn retime(
         &self,
         ns: &Namespace,
         key: &str,
-        ttl_ms: u64,
+        expires_at: Option<u64>,
         want_value: bool,
     ) -> Result<Option<Vec<u8>>> {
         let mut inv = scripts::RETIME.prepare_invoke();
         inv.key(ns.storage_key(key))
-            .arg(ttl_ms)
-            .arg(if want_value { "v" } else { "" });
+            .arg(record::expiry_digits(expires_at))
+            .arg(if want_value { "v" } else { "" })
+            .arg(expires_at.unwrap_or(0));
         let reply = self.eval(inv).await?;
         let RValue::Array(parts) = &reply else {
             return Err(unexpected("RETIME", &reply));
@@ -312,24 +524,137 @@ impl RedisStore {
         match (parts.first().and_then(as_str), parts.get(1)) {
             (Some("NONE"), _) => Ok(None),
             (Some("BAD"), why) => Err(foreign(key, why.and_then(as_str).unwrap_or(""))),
-            (Some("BAD_TTL"), _) => Err(bad_ttl()),
             (Some("OK"), Some(RValue::BulkString(raw))) => Ok(Some(raw.clone())),
             (Some("OK"), None) => Ok(Some(Vec::new())),
             _ => Err(unexpected("RETIME", &reply)),
         }
     }
 
-    /// Measures the offset between Redis's clock and this host's (see
-    /// `record::RedisClock`).
-    async fn sync_clock(&self) -> Result<()> {
+    /// Measures the offset between Redis's clock and this host's, and
+    /// publishes and reads back the shared version floor (`record::Clocks`).
+    async fn sync_clocks(&self) -> Result<()> {
         let before = record::local_us();
         let (secs, micros): (i64, i64) = self
             .call(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await })
             .await?;
         let after = record::local_us();
-        self.clock.observe(secs * 1_000_000 + micros, before, after);
+        self.clocks
+            .observe_redis(secs * 1_000_000 + micros, before, after);
+        let mut inv = scripts::FLOOR.prepare_invoke();
+        inv.key(self.floor_key.as_str())
+            .arg(record::version_digits(self.clocks.floor_to_publish()));
+        let floor = self.eval(inv).await?;
+        let floor = as_u64(&floor).ok_or_else(|| unexpected("FLOOR", &floor))?;
+        self.clocks.observe_floor(floor);
         Ok(())
     }
+
+    /// The plain puts of a BatchPut through BATCH: every item is
+    /// unconditional, without keep_ttl or request id, below the stage size,
+    /// and no key repeats. `None` for the whole batch when a key of another
+    /// type aborted it (nothing was written); per item, `None` when the item
+    /// needs APPLY.
+    async fn batch_records(
+        &self,
+        ns: &Namespace,
+        items: &[PutOp],
+    ) -> Result<Option<Vec<Option<Result<u64, OpFailure>>>>> {
+        let now = self.clocks.next_version();
+        let mut inv = scripts::BATCH.prepare_invoke();
+        inv.arg(record::version_digits(now));
+        for op in items {
+            let expires_at = match op.expiry {
+                Expiry::After(t) => Some(self.clocks.expires_at(t)),
+                _ => None,
+            };
+            inv.key(ns.storage_key(&op.key))
+                .arg(record::encode(
+                    now,
+                    expires_at,
+                    b"",
+                    &codec::encode(&op.value),
+                ))
+                .arg(expires_at.map(|at| at.to_string()).unwrap_or_default());
+        }
+        let Some(reply) = self
+            .call(|mut c| async move {
+                match inv.invoke_async::<RValue>(&mut c).await {
+                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let RValue::Array(parts) = &reply else {
+            return Err(unexpected("BATCH", &reply));
+        };
+        let mut results: Vec<Option<Result<u64, OpFailure>>> =
+            (0..items.len()).map(|_| Some(Ok(now))).collect();
+        for pair in parts.chunks(2) {
+            let [RValue::Int(i), answer] = pair else {
+                return Err(unexpected("BATCH", &reply));
+            };
+            let i = usize::try_from(*i)
+                .ok()
+                .filter(|i| (1..=items.len()).contains(i))
+                .ok_or_else(|| unexpected("BATCH item index", &pair[0]))?
+                - 1;
+            results[i] = if is_tag(answer, "SLOW") {
+                None
+            } else {
+                match parse_op(&WriteOp::Put(items[i].clone()), answer)? {
+                    Ok(OpResult::Put { version }) => Some(Ok(version)),
+                    Ok(other) => {
+                        return Err(Error::internal(format!(
+                            "BATCH answered a put with {other:?}"
+                        )));
+                    }
+                    Err(f) => Some(Err(f.at(i))),
+                }
+            };
+        }
+        Ok(Some(results))
+    }
+
+    /// BatchPut items through APPLY in `each` mode.
+    async fn batch_apply(
+        &self,
+        ns: &Namespace,
+        items: &[(usize, PutOp)],
+    ) -> Result<Vec<Result<u64, OpFailure>>> {
+        let ops: Vec<WriteOp> = items.iter().map(|(_, p)| WriteOp::Put(p.clone())).collect();
+        let parts = self.apply(ns, &ops, false, None).await?;
+        ops.iter()
+            .zip(&parts)
+            .zip(items)
+            .map(|((op, part), (i, _))| {
+                Ok(match parse_op(op, part)? {
+                    Ok(OpResult::Put { version }) => Ok(version),
+                    Ok(other) => {
+                        return Err(Error::internal(format!(
+                            "APPLY answered a batch put with {other:?}"
+                        )));
+                    }
+                    Err(f) => Err(f.at(*i)),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether a reply is the status `{tag}` a script answers with.
+fn is_tag(v: &RValue, tag: &str) -> bool {
+    match v {
+        RValue::Array(parts) => parts.len() == 1 && as_str(&parts[0]) == Some(tag),
+        other => as_str(other) == Some(tag),
+    }
+}
+
+/// Whether a put can be written from a record the service builds.
+fn is_plain(op: &PutOp) -> bool {
+    op.condition == Condition::None && op.expiry != Expiry::Keep && op.request_id.is_none()
 }
 
 /// The condition argument of the scripts.
@@ -338,7 +663,7 @@ fn condition_arg(c: Condition) -> String {
         Condition::None => String::new(),
         Condition::IfAbsent => "A".into(),
         Condition::IfExists => "E".into(),
-        Condition::IfVersion(v) => record::version_condition(v),
+        Condition::IfVersion(v) => format!("V{}", record::version_digits(v)),
     }
 }
 
@@ -352,13 +677,6 @@ fn foreign(key: &str, detail: &str) -> Error {
         None,
     )
     .into()
-}
-
-/// A script refused an expiry the header cannot hold. The API's --max-ttl
-/// keeps every TTL far below it, so this is a broken invariant; nothing was
-/// written.
-fn bad_ttl() -> Error {
-    Error::internal("a script refused an expiry beyond the header's range (nothing was written)")
 }
 
 /// An unexpected reply, described by its shape only: replies can carry
@@ -380,12 +698,9 @@ fn shape(v: &RValue) -> String {
             let more = if items.len() > 8 { ", …" } else { "" };
             format!("Array[{}{more}]", inner.join(", "))
         }
+        RValue::ServerError(e) => format!("ServerError({})", e.code()),
         other => format!("{:?}", std::mem::discriminant(other)),
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    d.as_millis().min(u64::MAX as u128) as u64
 }
 
 fn as_bytes(v: &RValue) -> Option<&[u8]> {
@@ -436,6 +751,7 @@ fn failure(op: &WriteOp, reason: &str, ver: &RValue, detail: &RValue) -> Result<
         "INVALID_STORED_VALUE" => FailureReason::InvalidStoredValue {
             detail: String::from_utf8_lossy(detail_bytes).into_owned(),
         },
+        "REQUEST_ID_REUSED" => FailureReason::RequestIdReused,
         other => {
             return Err(Error::internal(format!(
                 "unknown failure {other:?} from a script"
@@ -445,7 +761,7 @@ fn failure(op: &WriteOp, reason: &str, ver: &RValue, detail: &RValue) -> Result<
     Ok(OpFailure::new(op.key(), reason, as_u64(ver)))
 }
 
-/// Parses one per-op result of APPLY (or PUT / DELETE) for `op`.
+/// Parses one per-op result of APPLY (or PUT / BATCH / DELETE) for `op`.
 fn parse_op(op: &WriteOp, v: &RValue) -> Result<Result<OpResult, OpFailure>> {
     let bad = || unexpected("script", v);
     let parts = match v {
@@ -472,7 +788,6 @@ fn parse_op(op: &WriteOp, v: &RValue) -> Result<Result<OpResult, OpFailure>> {
             let reason = as_str(get(1)).ok_or_else(bad)?;
             return Ok(Err(failure(op, reason, get(2), get(3))?));
         }
-        (_, Some("BAD_TTL")) => return Err(bad_ttl()),
         _ => return Err(bad()),
     }))
 }
@@ -487,53 +802,55 @@ impl Store for RedisStore {
         let Some(ttl) = refresh_ttl else {
             return self.read_one(ns, key).await;
         };
-        match self.retime(ns, key, millis(ttl).max(1), true).await? {
+        let at = self.clocks.expires_at(ttl);
+        match self.retime(ns, key, Some(at), true).await? {
             None => Ok(None),
             Some(raw) => self.parse_entry(key, &raw).map(Some),
         }
     }
 
     async fn put(&self, ns: &Namespace, op: PutOp) -> Result<u64> {
-        let ttl = match op.expiry {
-            Expiry::Never if op.condition == Condition::None => None,
-            Expiry::After(t) if op.condition == Condition::None => Some(t),
-            // Conditions and keep_ttl need the general script.
-            _ => {
-                return match self.apply_one(ns, WriteOp::Put(op)).await? {
-                    OpResult::Put { version } => Ok(version),
-                    other => Err(Error::internal(format!(
-                        "APPLY answered a put with {other:?}"
-                    ))),
-                };
-            }
-        };
-        let mut inv = scripts::PUT.prepare_invoke();
-        inv.key(ns.storage_key(&op.key))
-            .arg(codec::encode(&op.value))
-            .arg(ttl.map_or(0, millis));
-        let reply = self.eval(inv).await?;
-        match parse_op(&WriteOp::Put(op), &reply)?? {
+        if is_plain(&op)
+            && let Some(version) = self.put_record(ns, &op).await?
+        {
+            return Ok(version);
+        }
+        match self.apply_one(ns, WriteOp::Put(op)).await? {
             OpResult::Put { version } => Ok(version),
-            other => Err(Error::internal(format!("PUT answered {other:?}"))),
+            other => Err(Error::internal(format!(
+                "APPLY answered a put with {other:?}"
+            ))),
         }
     }
 
     async fn delete(&self, ns: &Namespace, op: DeleteOp) -> Result<bool> {
-        if op.condition == Condition::None {
-            // An unconditional delete is a plain DEL: no script needed.
-            let sk = ns.storage_key(&op.key);
-            let n: i64 = self
-                .call(|mut c| async move { redis::cmd("DEL").arg(sk).query_async(&mut c).await })
-                .await?;
-            return Ok(n > 0);
+        if op.request_id.is_none() {
+            if op.condition == Condition::None {
+                // A plain DEL: no script needed. It also removes a tombstone
+                // (its request ids end with it, as documented).
+                let sk = ns.storage_key(&op.key);
+                let n: i64 = self
+                    .call(
+                        |mut c| async move { redis::cmd("DEL").arg(sk).query_async(&mut c).await },
+                    )
+                    .await?;
+                return Ok(n > 0);
+            }
+            let mut inv = scripts::DELETE.prepare_invoke();
+            inv.key(ns.storage_key(&op.key))
+                .arg(condition_arg(op.condition));
+            if let Some(reply) = self.eval_fast(inv).await? {
+                return match parse_op(&WriteOp::Delete(op), &reply)?? {
+                    OpResult::Delete { deleted } => Ok(deleted),
+                    other => Err(Error::internal(format!("DELETE answered {other:?}"))),
+                };
+            }
         }
-        let mut inv = scripts::DELETE.prepare_invoke();
-        inv.key(ns.storage_key(&op.key))
-            .arg(condition_arg(op.condition));
-        let reply = self.eval(inv).await?;
-        match parse_op(&WriteOp::Delete(op), &reply)?? {
+        match self.apply_one(ns, WriteOp::Delete(op)).await? {
             OpResult::Delete { deleted } => Ok(deleted),
-            other => Err(Error::internal(format!("DELETE answered {other:?}"))),
+            other => Err(Error::internal(format!(
+                "APPLY answered a delete with {other:?}"
+            ))),
         }
     }
 
@@ -547,14 +864,12 @@ impl Store for RedisStore {
     }
 
     async fn expire(&self, ns: &Namespace, key: &str, ttl: Duration) -> Result<bool> {
-        Ok(self
-            .retime(ns, key, millis(ttl).max(1), false)
-            .await?
-            .is_some())
+        let at = self.clocks.expires_at(ttl);
+        Ok(self.retime(ns, key, Some(at), false).await?.is_some())
     }
 
     async fn persist(&self, ns: &Namespace, key: &str) -> Result<bool> {
-        Ok(self.retime(ns, key, 0, false).await?.is_some())
+        Ok(self.retime(ns, key, None, false).await?.is_some())
     }
 
     async fn batch_get(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
@@ -566,22 +881,37 @@ impl Store for RedisStore {
         ns: &Namespace,
         items: Vec<PutOp>,
     ) -> Result<Vec<Result<u64, OpFailure>>> {
-        let ops: Vec<WriteOp> = items.into_iter().map(WriteOp::Put).collect();
-        let parts = self.apply(ns, &ops, false).await?;
-        ops.iter()
-            .zip(&parts)
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        // A key that repeats goes to APPLY, which writes the items one after
+        // the other (BATCH reads every header before its one MSET, so the
+        // second write of a key would reuse the first one's version).
+        let plain = items.iter().all(|op| {
+            is_plain(op)
+                && seen.insert(op.key.as_str())
+                && prost::Message::encoded_len(&op.value) + op.key.len() < STAGE_MIN_BYTES
+        });
+        let mut results: Vec<Option<Result<u64, OpFailure>>> = if plain {
+            self.batch_records(ns, &items)
+                .await?
+                .unwrap_or_else(|| vec![None; items.len()])
+        } else {
+            vec![None; items.len()]
+        };
+        let rest: Vec<(usize, PutOp)> = results
+            .iter()
             .enumerate()
-            .map(|(i, (op, part))| {
-                Ok(match parse_op(op, part)? {
-                    Ok(OpResult::Put { version }) => Ok(version),
-                    Ok(other) => {
-                        return Err(Error::internal(format!(
-                            "APPLY answered a batch put with {other:?}"
-                        )));
-                    }
-                    Err(f) => Err(f.at(i)),
-                })
-            })
+            .filter(|(_, r)| r.is_none())
+            .map(|(i, _)| (i, items[i].clone()))
+            .collect();
+        if !rest.is_empty() {
+            let answers = self.batch_apply(ns, &rest).await?;
+            for ((i, _), answer) in rest.into_iter().zip(answers) {
+                results[i] = Some(answer);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::internal("a batch item got no answer")))
             .collect()
     }
 
@@ -600,9 +930,10 @@ impl Store for RedisStore {
         &self,
         ns: &Namespace,
         ops: Vec<WriteOp>,
-        _request_id: Option<RequestId>,
+        request_id: Option<RequestId>,
     ) -> Result<Vec<OpResult>> {
-        let parts = self.apply(ns, &ops, true).await?;
+        let tx = request_id.map(|id| (id.digest(), transaction_fingerprint(&ops).finish()));
+        let parts = self.apply(ns, &ops, true, tx).await?;
         ops.iter()
             .zip(&parts)
             .map(|(op, part)| match parse_op(op, part)? {
@@ -664,12 +995,16 @@ impl Store for RedisStore {
             let pat = pattern.clone();
             let (next, batch): (u64, Vec<Vec<u8>>) = self
                 .call(|mut conn| async move {
+                    // TYPE string: a deleted key's tombstone (a hash) and
+                    // keys of other types are not the tenant's entries.
                     redis::cmd("SCAN")
                         .arg(c)
                         .arg("MATCH")
                         .arg(pat)
                         .arg("COUNT")
                         .arg(count)
+                        .arg("TYPE")
+                        .arg("string")
                         .query_async(&mut conn)
                         .await
                 })
@@ -744,15 +1079,17 @@ impl Store for RedisStore {
             self.conns.connected(),
         );
         if ok > 0 {
-            // A failed clock reading keeps the last offset; the PINGs decide
-            // health.
-            match self.sync_clock().await {
+            // A failed clock reading keeps the last offset and floor; the
+            // PINGs decide health.
+            match self.sync_clocks().await {
                 Ok(()) => self.clock_warned.store(false, Ordering::Relaxed),
                 // Once per failure streak: TTLs are then computed against this
                 // host's clock, which is only as good as NTP.
                 Err(e) if !self.clock_warned.swap(true, Ordering::Relaxed) => tracing::warn!(
                     error = %e,
-                    "cannot read redis TIME (ACL needs +time); remaining TTLs use this host's clock"
+                    detail = e.log_detail().unwrap_or_default(),
+                    "cannot read redis TIME or the version floor (ACL needs +time and the \
+                     scripts); remaining TTLs use this host's clock"
                 ),
                 Err(_) => {}
             }
