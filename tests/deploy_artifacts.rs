@@ -525,3 +525,117 @@ fn operations_guide_documents_every_flag_and_env_var() {
         "docs/operations.md does not mention {missing:?} (see `state-service --help`)"
     );
 }
+
+// ------------------------------------------------------- Docker context ----
+
+/// Whether `.dockerignore` lets `path` (relative, `/`-separated) into the
+/// build context: the last pattern that matches the path or one of its
+/// parent directories decides, `!` re-includes (Docker's rules, with `*`
+/// never crossing a `/`).
+fn in_docker_context(rules: &[(bool, String)], path: &str) -> bool {
+    fn glob(pattern: &str, text: &str) -> bool {
+        match pattern.split_once('*') {
+            None => pattern == text,
+            Some((head, tail)) => {
+                let Some(rest) = text.strip_prefix(head) else {
+                    return false;
+                };
+                (0..=rest.len())
+                    .take_while(|&i| !rest[..i].contains('/'))
+                    .any(|i| glob(tail, &rest[i..]))
+            }
+        }
+    }
+    let mut included = true;
+    let parts: Vec<&str> = path.split('/').collect();
+    for (exclude, pattern) in rules {
+        let pattern = pattern.trim_end_matches('/');
+        let matches = (1..=parts.len()).any(|n| glob(pattern, &parts[..n].join("/")));
+        if matches {
+            included = !exclude;
+        }
+    }
+    included
+}
+
+/// `docker build` needs every file cargo reads to resolve the workspace:
+/// each member's manifest, build script and the files of its explicitly
+/// declared targets (cargo refuses a manifest naming a missing example).
+/// The image cannot be built here (no Docker engine), so the build context
+/// is checked against what cargo needs instead.
+#[test]
+fn the_docker_context_holds_every_file_cargo_needs() {
+    let ignore = fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    let rules: Vec<(bool, String)> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.strip_prefix('!') {
+            Some(p) => (false, p.to_string()),
+            None => (true, l.to_string()),
+        })
+        .collect();
+    let root: toml::Table = fs::read_to_string(repo().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let members: Vec<String> = root["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect();
+    let mut needed = vec!["Cargo.lock".to_string()];
+    for member in &members {
+        let dir = if member == "." {
+            String::new()
+        } else {
+            format!("{member}/")
+        };
+        let manifest: toml::Table = fs::read_to_string(repo().join(format!("{dir}Cargo.toml")))
+            .unwrap()
+            .parse()
+            .unwrap();
+        needed.push(format!("{dir}Cargo.toml"));
+        if repo().join(format!("{dir}build.rs")).exists() {
+            needed.push(format!("{dir}build.rs"));
+        }
+        let sources: Vec<String> = ["src/lib.rs", "src/main.rs"]
+            .iter()
+            .map(|f| format!("{dir}{f}"))
+            .filter(|f| repo().join(f).exists())
+            .collect();
+        assert!(
+            !sources.is_empty(),
+            "{member} has neither src/lib.rs nor src/main.rs"
+        );
+        needed.extend(sources);
+        for (kind, folder) in [
+            ("example", "examples"),
+            ("bench", "benches"),
+            ("test", "tests"),
+            ("bin", "src/bin"),
+        ] {
+            for target in manifest
+                .get(kind)
+                .and_then(|t| t.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let path = match target.get("path").and_then(|p| p.as_str()) {
+                    Some(p) => p.to_string(),
+                    None => format!("{folder}/{}.rs", target["name"].as_str().unwrap()),
+                };
+                needed.push(format!("{dir}{path}"));
+            }
+        }
+    }
+    let missing: Vec<&String> = needed
+        .iter()
+        .filter(|p| !repo().join(p).exists() || !in_docker_context(&rules, p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the Docker build context (.dockerignore) lacks files cargo needs: {missing:?}"
+    );
+}

@@ -60,8 +60,16 @@ async fn logs_to_a_pipe_carry_no_colour_codes() {
     // and exit, closing the pipe.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     let _ = child.wait();
     assert!(log.contains("state-service listening"), "{log}");
-    assert!(!log.contains('\u{1b}'), "colour codes in a piped log: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a piped log: {log:?}"
+    );
 }
