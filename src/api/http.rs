@@ -56,22 +56,41 @@ pub struct RequestSize<S> {
 impl<S, Req, B> Service<Req> for RequestSize<S>
 where
     S: Service<Req, Response = http::Response<B>>,
-    S::Future: Send + 'static,
-    B: Default,
+    S::Future: Unpin,
 {
     type Response = http::Response<B>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = RequestSizeFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        RequestSizeFuture {
+            inner: self.inner.call(req),
+            limit: self.limit,
+        }
+    }
+}
+
+/// The response future of `RequestSize`: the inner future, not boxed again
+/// (tonic's routes already box theirs, so it is `Unpin`), whose answer is
+/// checked when it is ready.
+pub struct RequestSizeFuture<F> {
+    inner: F,
+    limit: usize,
+}
+
+impl<F, B, E> Future for RequestSizeFuture<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let limit = self.limit;
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
+        Pin::new(&mut self.inner).poll(cx).map_ok(|mut resp| {
             if is_tonic_too_large(resp.headers()) {
                 let status = Status::from(Error::limit(
                     "the request message is larger than the limit",
@@ -87,7 +106,7 @@ where
                 // header value; ours is plain ASCII.
                 let _ = status.add_header(headers);
             }
-            Ok(resp)
+            resp
         })
     }
 }

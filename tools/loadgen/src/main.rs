@@ -62,13 +62,23 @@ struct Args {
     concurrency: usize,
 
     /// Operation mix as `op=weight` pairs, e.g. `get=80,put=20`. Ops: get, put,
-    /// put-with-ttl, increment, batch-get, batch-put.
+    /// put-with-ttl, increment, batch-get, batch-put, list.
     #[arg(long, default_value = "get=1")]
     mix: String,
 
-    /// Keys per BatchGet / BatchPut.
+    /// Keys per BatchGet / BatchPut, and the page size of List.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+
+    /// Prefix of List requests. Each in-flight slot pages through the
+    /// listing with the page tokens it receives and starts over when it is
+    /// complete, so List runs cover every SCAN cursor, not only the first.
+    #[arg(long, default_value = "key:")]
+    list_prefix: String,
+
+    /// List with `include_values` (each page also reads its keys' values).
+    #[arg(long)]
+    list_values: bool,
 
     /// Size of the key space: keys are `key:<12-digit n>` with n uniform in
     /// 0..keys (the same names redis-benchmark's `-r` uses). Increments use
@@ -140,16 +150,21 @@ enum Op {
     Increment,
     BatchGet,
     BatchPut,
+    List,
 }
 
+/// Number of ops (the size of per-op arrays).
+const OPS: usize = Op::ALL.len();
+
 impl Op {
-    const ALL: [Op; 6] = [
+    const ALL: [Op; 7] = [
         Op::Get,
         Op::Put,
         Op::PutWithTtl,
         Op::Increment,
         Op::BatchGet,
         Op::BatchPut,
+        Op::List,
     ];
 
     fn name(self) -> &'static str {
@@ -160,6 +175,7 @@ impl Op {
             Op::Increment => "increment",
             Op::BatchGet => "batch-get",
             Op::BatchPut => "batch-put",
+            Op::List => "list",
         }
     }
 
@@ -256,7 +272,9 @@ fn key_name(n: u64) -> String {
         *b = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    buf.iter().map(|&b| b as char).collect()
+    // ASCII: one copy, not a `char` pushed at a time (callgrind: 589 → 276
+    // instructions per key).
+    std::str::from_utf8(&buf).unwrap_or_default().to_owned()
 }
 
 /// The `grpc-timeout` header value for `d`, as tonic writes it: the finest
@@ -346,8 +364,8 @@ impl LazyHistogram {
 /// What one worker saw; merged at the end so workers never share a lock.
 struct Stats {
     latency: Vec<LazyHistogram>,
-    ok: [u64; 6],
-    keys: [u64; 6],
+    ok: [u64; OPS],
+    keys: [u64; OPS],
     errors: BTreeMap<String, u64>,
     read_keys: u64,
     found_keys: u64,
@@ -367,8 +385,8 @@ impl Stats {
     fn new() -> Self {
         Self {
             latency: Op::ALL.iter().map(|_| LazyHistogram::default()).collect(),
-            ok: [0; 6],
-            keys: [0; 6],
+            ok: [0; OPS],
+            keys: [0; OPS],
             errors: BTreeMap::new(),
             read_keys: 0,
             found_keys: 0,
@@ -384,7 +402,7 @@ impl Stats {
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             a.merge(b);
         }
-        for i in 0..6 {
+        for i in 0..OPS {
             self.ok[i] += other.ok[i];
             self.keys[i] += other.keys[i];
         }
@@ -459,11 +477,14 @@ struct Outcome {
     found: u64,
 }
 
+/// Sends one RPC of `op`. `list_token` is this in-flight slot's next List
+/// page token (empty: start the listing over).
 async fn call(
     plan: &Plan,
     client: &mut Client,
     op: Op,
     rng: &mut Rng,
+    list_token: &mut String,
 ) -> Result<Outcome, tonic::Status> {
     let keys = plan.args.keys.max(1);
     let batch = plan.args.batch_size.max(1);
@@ -573,12 +594,37 @@ async fn call(
                 found: 0,
             })
         }
+        Op::List => {
+            let r = client
+                .list(plan.request(pb::ListRequest {
+                    prefix: plan.args.list_prefix.clone(),
+                    page_size: u32::try_from(batch).unwrap_or(u32::MAX),
+                    page_token: std::mem::take(list_token),
+                    include_values: plan.args.list_values,
+                }))
+                .await?
+                .into_inner();
+            // An empty token means the listing is complete: the next List
+            // of this slot starts over.
+            *list_token = r.next_page_token;
+            let keys = r.keys.len() as u64;
+            Ok(Outcome {
+                keys,
+                read: if plan.args.list_values { keys } else { 0 },
+                found: if plan.args.list_values {
+                    r.entries.len() as u64
+                } else {
+                    0
+                },
+            })
+        }
     }
 }
 
 async fn worker(plan: Arc<Plan>, mut client: Client, seed: u64) -> Stats {
     let mut stats = Stats::new();
     let mut rng = Rng(seed);
+    let mut list_token = String::new();
     loop {
         if let Some(pacer) = &plan.pacer {
             match pacer.acquire().await {
@@ -599,7 +645,7 @@ async fn worker(plan: Arc<Plan>, mut client: Client, seed: u64) -> Stats {
         // that stops answering altogether (tonic's channel did the same).
         let result = match tokio::time::timeout(
             plan.args.timeout + CLIENT_TIMEOUT_SLACK,
-            call(&plan, &mut client, op, &mut rng),
+            call(&plan, &mut client, op, &mut rng, &mut list_token),
         )
         .await
         {

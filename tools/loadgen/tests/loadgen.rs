@@ -52,7 +52,8 @@ async fn closed_loop_mix_reports_ops_latency_and_no_errors() {
         &server,
         &[
             "--mix",
-            "get=4,put=2,put-with-ttl=1,increment=1,batch-get=1,batch-put=1",
+            "get=4,put=2,put-with-ttl=1,increment=1,batch-get=1,batch-put=1,list=1",
+            "--list-values",
             "--connections",
             "2",
             "--concurrency",
@@ -92,6 +93,7 @@ async fn closed_loop_mix_reports_ops_latency_and_no_errors() {
         "increment",
         "batch-get",
         "batch-put",
+        "list",
     ] {
         let o = &report["by_op"][op];
         assert!(
@@ -101,7 +103,14 @@ async fn closed_loop_mix_reports_ops_latency_and_no_errors() {
         assert!(o["ops_per_s"].is_number() && o["keys_per_s"].is_number());
         assert_latency_fields(&o["latency_us"]);
     }
-    // Every key was prefilled, so every read finds its key.
+    // List pages through the prefilled keys (page size = batch size).
+    let list = &report["by_op"]["list"];
+    assert!(
+        list["keys"].as_u64() > list["ok"].as_u64(),
+        "List pages carry keys: {report}"
+    );
+    // Every key was prefilled, so every read (List values included) finds
+    // its key.
     assert_eq!(report["read_hit_ratio"].as_f64(), Some(1.0), "{report}");
 }
 

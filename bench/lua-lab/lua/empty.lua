@@ -1,0 +1,1 @@
+-- Nothing: the fixed cost of EVALSHA (script lookup, KEYS/ARGV tables, reply).
