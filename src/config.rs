@@ -394,8 +394,8 @@ pub struct BoundsConfig {
     #[arg(long, env = "STATE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
-    /// Time a client has, after TCP (and TLS), to send the HTTP/2 preface and
-    /// its first request headers; connections that do not are closed.
+    /// Time a client has, after TCP (and TLS), to send the HTTP/2 connection
+    /// preface; connections that do not are closed.
     #[arg(long, env = "STATE_PREFACE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub preface_timeout: Duration,
 

@@ -2,9 +2,12 @@
 //! calling: at most `max_connections` held at once (the excess is closed at
 //! once, so file descriptors stay bounded), and each connection gets its own
 //! task that must finish the TLS handshake within `handshake_timeout` and
-//! deliver the HTTP/2 preface and its first request headers within
-//! `preface_timeout`. Only then is the connection handed to the HTTP/2
-//! server, with the bytes read so far replayed in front of the socket.
+//! deliver the HTTP/2 connection preface within `preface_timeout`. Only then
+//! is the connection handed to the HTTP/2 server, with the bytes read so far
+//! replayed in front of the socket. (Waiting for the first request headers
+//! too would deadlock grpc-go, which waits for the server's SETTINGS before
+//! it sends a request; an HTTP/2 connection that then stays silent answers
+//! keepalive PINGs or is closed, and counts under `max_connections`.)
 //!
 //! Nothing here waits for one client on behalf of another: the accept loop
 //! never blocks on a handshake (issue 11: 300 silent sockets used to hold the
@@ -38,13 +41,6 @@ use crate::tls::ServerTls;
 /// (RFC 9113 §3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Most bytes read before the first HEADERS frame. A real client sends the
-/// preface, SETTINGS and a WINDOW_UPDATE: well under a kilobyte.
-const MAX_EARLY_BYTES: usize = 64 * 1024;
-
-/// HTTP/2 frame type of HEADERS.
-const FRAME_HEADERS: u8 = 0x1;
-
 /// How often a failing `accept` (typically EMFILE) is logged at most: the
 /// failure repeats for every connection attempt while it lasts.
 const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -56,7 +52,7 @@ pub struct ConnBounds {
     pub max_connections: usize,
     /// Time to complete the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time, after the handshake, to send the preface and the first headers.
+    /// Time, after the handshake, to send the HTTP/2 connection preface.
     pub preface_timeout: Duration,
 }
 
@@ -280,7 +276,7 @@ async fn admit(
             }
         }
     };
-    let replay = match tokio::time::timeout(bounds.preface_timeout, first_headers(&mut io)).await {
+    let replay = match tokio::time::timeout(bounds.preface_timeout, preface(&mut io)).await {
         Ok(Ok(Some(bytes))) => bytes,
         Ok(Ok(None)) => {
             crate::metrics::connection_refused("not_http2");
@@ -293,7 +289,7 @@ async fn admit(
         }
         Err(_) => {
             crate::metrics::connection_refused("preface_timeout");
-            debug!(%peer, "connection closed: no request within --preface-timeout");
+            debug!(%peer, "connection closed: no HTTP/2 preface within --preface-timeout");
             return None;
         }
     };
@@ -309,91 +305,18 @@ async fn admit(
     })
 }
 
-/// Reads until the first HEADERS frame header has arrived; returns every
-/// byte read, or `None` when the peer is not an HTTP/2 client (wrong
-/// preface, end of stream, or too many bytes without a request).
-async fn first_headers(io: &mut Transport) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 4096];
-    let mut frame_at = PREFACE.len();
-    loop {
-        match scan(&buf, &mut frame_at) {
-            Scan::Headers => return Ok(Some(buf)),
-            Scan::NotHttp2 => return Ok(None),
-            Scan::More if buf.len() >= MAX_EARLY_BYTES => return Ok(None),
-            Scan::More => {}
-        }
-        let n = io.read_some(&mut chunk).await?;
-        if n == 0 {
+/// Reads the HTTP/2 connection preface; returns the bytes read (to replay),
+/// or `None` when the peer is not an HTTP/2 client (wrong preface, or the
+/// end of the stream before it).
+async fn preface(io: &mut Transport) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; PREFACE.len()];
+    let mut got = 0;
+    while got < PREFACE.len() {
+        let n = io.read_some(&mut buf[got..]).await?;
+        if n == 0 || buf[got..got + n] != PREFACE[got..got + n] {
             return Ok(None);
         }
-        buf.extend_from_slice(&chunk[..n]);
+        got += n;
     }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Scan {
-    Headers,
-    NotHttp2,
-    More,
-}
-
-/// Looks at the bytes read so far: the preface, then whole frame headers
-/// from `frame_at` on (advanced past every complete non-HEADERS frame).
-fn scan(buf: &[u8], frame_at: &mut usize) -> Scan {
-    let n = buf.len().min(PREFACE.len());
-    if buf[..n] != PREFACE[..n] {
-        return Scan::NotHttp2;
-    }
-    while *frame_at + 9 <= buf.len() {
-        let h = &buf[*frame_at..*frame_at + 9];
-        if h[3] == FRAME_HEADERS {
-            return Scan::Headers;
-        }
-        let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
-        *frame_at += 9 + len;
-    }
-    Scan::More
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(ty: u8, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len();
-        let mut f = vec![
-            (len >> 16) as u8,
-            (len >> 8) as u8,
-            len as u8,
-            ty,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ];
-        f.extend_from_slice(payload);
-        f
-    }
-
-    #[test]
-    fn the_scan_waits_for_the_first_headers_frame() {
-        let mut bytes = PREFACE.to_vec();
-        let mut at = PREFACE.len();
-        assert_eq!(scan(&bytes[..10], &mut at), Scan::More);
-        assert_eq!(scan(&bytes, &mut at), Scan::More);
-        bytes.extend(frame(0x4, &[0; 12])); // SETTINGS
-        bytes.extend(frame(0x8, &[0; 4])); // WINDOW_UPDATE
-        assert_eq!(scan(&bytes, &mut at), Scan::More);
-        bytes.extend(&frame(FRAME_HEADERS, &[0; 20])[..9]);
-        assert_eq!(scan(&bytes, &mut at), Scan::Headers);
-    }
-
-    #[test]
-    fn the_scan_refuses_what_is_not_http2() {
-        let mut at = PREFACE.len();
-        assert_eq!(scan(b"GET / HTTP/1.1\r\n", &mut at), Scan::NotHttp2);
-        assert_eq!(scan(b"\x16\x03\x01", &mut at), Scan::NotHttp2);
-    }
+    Ok(Some(buf))
 }
