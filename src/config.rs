@@ -355,10 +355,11 @@ pub struct TenancyConfig {
     #[arg(long, env = "STATE_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reload_interval: Duration,
 
-    /// Secret that signs List page tokens (HMAC-SHA256), so that clients can
-    /// neither craft nor alter them. Every instance behind one address needs
-    /// the same secret; changing it invalidates outstanding tokens. Absent:
-    /// tokens carry a public hash binding them to tenant and prefix.
+    /// Secret from which the key that seals List page tokens is derived
+    /// (ChaCha20-Poly1305): clients can neither read, craft nor alter them.
+    /// Every instance behind one address needs the same secret; changing it
+    /// invalidates outstanding tokens. Absent: a random key per process, so
+    /// tokens do not survive a restart and are refused by other instances.
     #[arg(long, env = "STATE_PAGE_TOKEN_SECRET", hide_env_values = true)]
     pub page_token_secret: Option<Secret>,
 

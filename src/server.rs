@@ -153,7 +153,9 @@ impl Security {
         };
         let page_tokens = match config.page_token_secret()? {
             Some(secret) => PageTokens::signed(&secret),
-            None => PageTokens::unsigned(),
+            // Opaque and unforgeable all the same; valid on this instance
+            // until it stops (docs/security.md#page-tokens).
+            None => PageTokens::ephemeral(),
         };
         Ok(Self {
             tenants,

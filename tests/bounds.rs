@@ -594,3 +594,110 @@ async fn shutdown_ends_open_streams_and_unfinished_requests() {
     assert_eq!(code, 14, "{msg}");
     drop(put_body);
 }
+
+// ---- Finding 9: page tokens ----------------------------------------------
+
+/// List page tokens on the Redis backend (whose cursor carries the SCAN
+/// cursor and pending key names) are opaque, and a tampered, spliced,
+/// other-tenant or other-prefix token is INVALID_ARGUMENT. Before: the
+/// cursor and key names were readable, and spliced tokens passed the MAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_tokens_are_opaque_and_bound_to_their_listing() {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use state_service::pb::ListRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = two_tenants(&dir, "");
+    let s = TestServer::start_with(Backend::Redis, |cfg| {
+        cfg.tenancy.tenants_file = Some(tenants);
+    })
+    .await;
+    let mut c = s.client();
+    for i in 0..40 {
+        c.put(with_token(ALPHA, put(&format!("visible-name-{i:02}"))))
+            .await
+            .unwrap();
+    }
+    let list = |token: &str, prefix: &str, page_token: String| {
+        with_token(
+            token,
+            ListRequest {
+                prefix: prefix.into(),
+                page_size: 3,
+                page_token,
+                include_values: false,
+            },
+        )
+    };
+    let first = c
+        .list(list(ALPHA, "visible-", String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = first.next_page_token;
+    assert!(!token.is_empty());
+    let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+    for needle in [&b"visible-name"[..], b"state:alpha", b"alpha"] {
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle),
+            "{:?} readable in a page token",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // Issued as it is, it works for its owner and listing.
+    c.list(list(ALPHA, "visible-", token.clone()))
+        .await
+        .unwrap();
+    #[track_caller]
+    fn invalid<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    // Another tenant, another prefix.
+    invalid(c.list(list(BETA, "visible-", token.clone())).await);
+    invalid(c.list(list(ALPHA, "visible", token.clone())).await);
+    invalid(c.list(list(ALPHA, "", token.clone())).await);
+    // Any byte altered.
+    for i in [0, 1, 13, raw.len() / 2, raw.len() - 1] {
+        let mut t = raw.clone();
+        t[i] ^= 0x20;
+        invalid(
+            c.list(list(ALPHA, "visible-", URL_SAFE_NO_PAD.encode(&t)))
+                .await,
+        );
+    }
+    // Spliced: the head of one token with the tail of another, and bytes
+    // moved across the boundary.
+    let second = c
+        .list(list(ALPHA, "visible-name-1", String::new()))
+        .await
+        .unwrap()
+        .into_inner()
+        .next_page_token;
+    let other = URL_SAFE_NO_PAD.decode(&second).unwrap();
+    // (Cut after the version byte, which both share, would be the other token.)
+    for cut in [2, 13, 20, raw.len().min(other.len()) - 16] {
+        let mut spliced = raw[..cut].to_vec();
+        spliced.extend_from_slice(&other[cut..]);
+        for prefix in ["visible-", "visible-name-1"] {
+            invalid(
+                c.list(list(ALPHA, prefix, URL_SAFE_NO_PAD.encode(&spliced)))
+                    .await,
+            );
+        }
+    }
+    // Truncated and extended.
+    invalid(
+        c.list(list(
+            ALPHA,
+            "visible-",
+            URL_SAFE_NO_PAD.encode(&raw[..raw.len() - 1]),
+        ))
+        .await,
+    );
+    let mut longer = raw.clone();
+    longer.push(0);
+    invalid(
+        c.list(list(ALPHA, "visible-", URL_SAFE_NO_PAD.encode(&longer)))
+            .await,
+    );
+}
