@@ -113,6 +113,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[command(flatten)]
     pub tenancy: TenancyConfig,
+    #[command(flatten)]
+    pub bounds: BoundsConfig,
 }
 
 /// The process: where it listens, how it runs, logs and stops.
@@ -353,10 +355,11 @@ pub struct TenancyConfig {
     #[arg(long, env = "STATE_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub reload_interval: Duration,
 
-    /// Secret that signs List page tokens (HMAC-SHA256), so that clients can
-    /// neither craft nor alter them. Every instance behind one address needs
-    /// the same secret; changing it invalidates outstanding tokens. Absent:
-    /// tokens carry a public hash binding them to tenant and prefix.
+    /// Secret from which the key that seals List page tokens is derived
+    /// (ChaCha20-Poly1305): clients can neither read, craft nor alter them.
+    /// Every instance behind one address needs the same secret; changing it
+    /// invalidates outstanding tokens. Absent: a random key per process, so
+    /// tokens do not survive a restart and are refused by other instances.
     #[arg(long, env = "STATE_PAGE_TOKEN_SECRET", hide_env_values = true)]
     pub page_token_secret: Option<Secret>,
 
@@ -365,6 +368,129 @@ pub struct TenancyConfig {
     #[arg(long, env = "STATE_PAGE_TOKEN_SECRET_FILE")]
     pub page_token_secret_file: Option<PathBuf>,
 }
+
+// ---- Resource bounds (issue 11) -------------------------------------------
+// Kept in one block so that it merges cleanly with other groups' changes.
+
+/// What connections, streams and tenants may hold, bounded before the
+/// service knows who is calling. docs/security.md#resource-limits has the
+/// table and the arithmetic.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Resource bounds")]
+pub struct BoundsConfig {
+    /// Most client connections held at once (TCP, TLS handshakes included).
+    /// A connection beyond it is closed at once (counted in
+    /// `state_connections_refused_total`), so file descriptors stay bounded.
+    #[arg(long, env = "STATE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// HTTP/2 streams one connection may have open at once, advertised in
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; a client opening more gets the
+    /// stream refused (REFUSED_STREAM, which gRPC clients retry).
+    #[arg(long, env = "STATE_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+
+    /// Time a client has to complete its TLS handshake, counted in the
+    /// connection's own task: a silent socket delays nobody else.
+    #[arg(long, env = "STATE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Time a client has, after TCP (and TLS), to send the HTTP/2 connection
+    /// preface; connections that do not are closed.
+    #[arg(long, env = "STATE_PREFACE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub preface_timeout: Duration,
+
+    /// Interval of HTTP/2 PINGs on every connection; a peer that does not
+    /// answer within --http2-keepalive-timeout is disconnected.
+    #[arg(long, env = "STATE_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long a PING may go unanswered before the connection is closed.
+    #[arg(long, env = "STATE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// HTTP/2 flow-control window of each stream, in bytes: what a client may
+    /// send on one stream before the service has read it.
+    #[arg(long, env = "STATE_STREAM_WINDOW_BYTES", default_value_t = 256 * 1024)]
+    pub stream_window_bytes: u32,
+
+    /// HTTP/2 flow-control window of each connection, in bytes: request
+    /// bytes received but not yet read by the service, all streams of the
+    /// connection together, never exceed it.
+    #[arg(long, env = "STATE_CONNECTION_WINDOW_BYTES", default_value_t = 1024 * 1024)]
+    pub connection_window_bytes: u32,
+
+    /// Request body bytes the process holds while messages are being
+    /// received (all connections together, before decoding). A request that
+    /// would exceed it is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STATE_MAX_PENDING_REQUEST_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_pending_request_bytes: usize,
+
+    /// Time a client has to send a whole request message once its headers
+    /// arrived; a slower request is refused with DEADLINE_EXCEEDED and its
+    /// buffer freed.
+    #[arg(long, env = "STATE_REQUEST_BODY_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub request_body_timeout: Duration,
+
+    /// Long-lived unauthenticated streams (grpc.health.v1 Watch and
+    /// reflection) open at once; beyond it they are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STATE_MAX_HEALTH_WATCHERS", default_value_t = 1000)]
+    pub max_health_watchers: usize,
+
+    /// StateService requests one tenant may have in flight at once (its
+    /// share of --max-concurrent-requests); a tenant's own
+    /// `max_in_flight` in the tenants file overrides it. Beyond it:
+    /// RESOURCE_EXHAUSTED (TENANT_OVERLOADED) with a RetryInfo.
+    #[arg(long, env = "STATE_TENANT_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub tenant_max_in_flight: usize,
+}
+
+impl BoundsConfig {
+    /// Checks the bounds clap cannot check on its own.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, v) in [
+            ("--max-connections", self.max_connections),
+            (
+                "--max-concurrent-streams",
+                self.max_concurrent_streams as usize,
+            ),
+            (
+                "--max-pending-request-bytes",
+                self.max_pending_request_bytes,
+            ),
+            ("--max-health-watchers", self.max_health_watchers),
+            ("--tenant-max-in-flight", self.tenant_max_in_flight),
+        ] {
+            if v == 0 {
+                return Err(invalid(flag, "must be at least 1"));
+            }
+        }
+        // RFC 9113 §6.9.2: windows are 65535 ..= 2^31-1 bytes.
+        for (flag, v) in [
+            ("--stream-window-bytes", self.stream_window_bytes),
+            ("--connection-window-bytes", self.connection_window_bytes),
+        ] {
+            if !(65_535..=0x7fff_ffff).contains(&v) {
+                return Err(invalid(flag, "must be between 65535 and 2147483647"));
+            }
+        }
+        for (flag, d) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--preface-timeout", self.preface_timeout),
+            ("--http2-keepalive-interval", self.http2_keepalive_interval),
+            ("--http2-keepalive-timeout", self.http2_keepalive_timeout),
+            ("--request-body-timeout", self.request_body_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(flag, "must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- end of resource bounds -----------------------------------------------
 
 /// Why the configuration cannot be used; the message names the flag.
 #[derive(Debug, thiserror::Error)]
@@ -562,6 +688,13 @@ impl Config {
             if d.is_zero() {
                 return Err(invalid(name, "must be greater than zero"));
             }
+        }
+        self.bounds.validate()?;
+        if self.bounds.max_pending_request_bytes < limits.max_request_bytes {
+            return Err(invalid(
+                "--max-pending-request-bytes",
+                "must be at least --max-request-bytes so that the largest request can be received",
+            ));
         }
         Ok(())
     }

@@ -76,6 +76,18 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// A configured bound on a shared resource was reached (pending request
+    /// bytes, long-lived streams, a tenant's in-flight share). The message
+    /// and the ErrorInfo name the setting; `retry_after` becomes a RetryInfo.
+    #[error("{message}")]
+    OverBound {
+        reason: Exhaustion,
+        message: String,
+        setting: &'static str,
+        limit: u64,
+        retry_after: Option<Duration>,
+    },
+
     /// The answer would exceed the response byte budget; retrying the same
     /// request fails again (split it).
     #[error("{message}")]
@@ -164,6 +176,27 @@ impl Error {
         }
     }
 
+    /// A bound on a shared resource was reached. `what` says what ran out,
+    /// e.g. `"tenant team-a has 64 requests in flight"`.
+    pub fn over_bound(
+        reason: Exhaustion,
+        what: impl fmt::Display,
+        limit: u64,
+        setting: &'static str,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        let env = env_name(setting);
+        Error::OverBound {
+            reason,
+            message: format!(
+                "{what}; the limit is {limit} ({setting} / {env}); retry with backoff"
+            ),
+            setting,
+            limit,
+            retry_after,
+        }
+    }
+
     /// An unexpected state: the client gets a reference, the log the detail.
     pub fn internal(detail: impl Into<String>) -> Self {
         Error::Internal {
@@ -179,7 +212,7 @@ impl Error {
             Error::Condition(f) => f.reason.code(),
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
-            Error::ResourceExhausted { .. } => Code::ResourceExhausted,
+            Error::ResourceExhausted { .. } | Error::OverBound { .. } => Code::ResourceExhausted,
             Error::ResponseTooLarge { .. } => Code::FailedPrecondition,
             Error::Unavailable { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
@@ -195,7 +228,9 @@ impl Error {
             Error::Condition(f) => f.reason.as_str(),
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::PermissionDenied { .. } => "PERMISSION_DENIED",
-            Error::ResourceExhausted { reason, .. } => reason.as_str(),
+            Error::ResourceExhausted { reason, .. } | Error::OverBound { reason, .. } => {
+                reason.as_str()
+            }
             Error::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE",
             Error::Unavailable { .. } => "BACKEND_UNAVAILABLE",
             Error::ShuttingDown => "SHUTTING_DOWN",
@@ -440,6 +475,16 @@ impl From<Error> for Status {
                 meta.insert("scope".to_string(), (*s).to_string());
             }
             Error::ResourceExhausted { retry_after: r, .. } => retry_after = *r,
+            Error::OverBound {
+                setting,
+                limit,
+                retry_after: r,
+                ..
+            } => {
+                meta.insert("setting".to_string(), (*setting).to_string());
+                meta.insert("limit".to_string(), limit.to_string());
+                retry_after = *r;
+            }
             _ => {}
         }
         let mut details = ErrorDetails::with_error_info(err.reason(), ERROR_DOMAIN, meta);

@@ -1,7 +1,7 @@
 //! state-service: a gRPC key/value state service for stream-processing
 //! workers, fronting Redis (or an embedded in-memory store).
 //!
-//! The request path: `tls` (transport) → `api` (gRPC surface, admission gate,
+//! The request path: `listener` (bounded accept, `tls` handshakes) → `api` (gRPC surface, admission gate,
 //! validation) → `tenancy` (who calls, with which scopes, which namespace) →
 //! `store` (the storage trait; `redis` and `memory` backends). Cross-cutting:
 //! `config`, `error`, `reload`, `telemetry`, `shutdown`.
@@ -12,6 +12,7 @@ pub mod duration;
 pub mod error;
 pub mod hash_token_cmd;
 pub mod health_cmd;
+pub mod listener;
 pub mod metrics;
 pub mod reload;
 pub mod server;

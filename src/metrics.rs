@@ -26,6 +26,9 @@ pub const REDIS_POOL_CONNECTIONS: &str = "state_redis_pool_connections";
 pub const BACKEND_UP: &str = "state_backend_up";
 pub const BUILD_INFO: &str = "state_build_info";
 pub const CONFIG_RELOADS_TOTAL: &str = "state_config_reloads_total";
+pub const CONNECTIONS_OPEN: &str = "state_connections_open";
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "state_connections_refused_total";
+pub const BOUND_REFUSALS_TOTAL: &str = "state_bound_refusals_total";
 
 /// Latency buckets in seconds: dense below 10 ms, where a healthy service lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -74,6 +77,19 @@ pub fn install(addr: SocketAddr, tenant_labels: bool) -> Result<(), String> {
     metrics::describe_counter!(
         CONFIG_RELOADS_TOTAL,
         "Reloads of the tenants file and TLS files by file and result (ok, error)"
+    );
+    metrics::describe_gauge!(
+        CONNECTIONS_OPEN,
+        "Client connections held (handshakes included), bounded by --max-connections"
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Client connections closed before serving by reason (max_connections, \
+         handshake_timeout, handshake_failed, preface_timeout, not_http2, accept_error)"
+    );
+    metrics::describe_counter!(
+        BOUND_REFUSALS_TOTAL,
+        "Requests or streams refused by a resource bound, by the setting that bounds it"
     );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     INSTALLED.store(true, Ordering::Release);
@@ -211,6 +227,27 @@ pub fn redis_error(kind: &'static str) {
 pub fn config_reload(file: &'static str, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     counter!(CONFIG_RELOADS_TOTAL, "file" => file, "result" => result).increment(1);
+}
+
+/// A client connection was admitted under --max-connections.
+pub fn connection_opened() {
+    gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// An admitted client connection ended.
+pub fn connection_closed() {
+    gauge!(CONNECTIONS_OPEN).decrement(1.0);
+}
+
+/// A client connection was closed before it was served, and why.
+pub fn connection_refused(reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// A request or stream was refused by the resource bound `setting` (the
+/// flag, e.g. `--max-pending-request-bytes`).
+pub fn bound_refusal(setting: &'static str) {
+    counter!(BOUND_REFUSALS_TOTAL, "setting" => setting).increment(1);
 }
 
 pub fn backend_up(up: bool) {

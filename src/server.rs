@@ -9,15 +9,16 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use futures::FutureExt;
 use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::{Server, server::TcpIncoming};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{Gate, Limits, PageTokens, StateApi, http::RequestSizeLayer},
-    config::{Config, ConfigError, read_file},
+    api::{Gate, GuardLayer, GuardSettings, Limits, PageTokens, StateApi, http::RequestSizeLayer},
+    config::{BoundsConfig, Config, ConfigError, read_file},
+    listener::{self, ConnBounds},
     pb::{self, state_service_server::StateServiceServer},
     reload::Reloadable,
     store::{
@@ -40,8 +41,12 @@ pub const LIVENESS_NAME: &str = "liveness";
 /// HTTP/2 header list headroom above --max-metadata-bytes for what the gate
 /// does not see (pseudo-headers such as `:path`). Metadata between the limit
 /// and the limit plus this headroom gets a clear INVALID_ARGUMENT from the
-/// gate; beyond it h2 refuses the header block before decoding it further.
-pub const HEADER_LIST_HEADROOM: usize = 4 * 1024;
+/// gate; beyond it h2 itself answers HTTP 431 before any service code runs
+/// (h2 builds that response internally and offers no hook to make it a gRPC
+/// status), which clients report as UNKNOWN or INTERNAL. The headroom is
+/// wide so that only a client that ignores SETTINGS_MAX_HEADER_LIST_SIZE by
+/// far gets there; h2 holds at most this much per header block.
+pub const HEADER_LIST_HEADROOM: usize = 64 * 1024;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +153,9 @@ impl Security {
         };
         let page_tokens = match config.page_token_secret()? {
             Some(secret) => PageTokens::signed(&secret),
-            None => PageTokens::unsigned(),
+            // Opaque and unforgeable all the same; valid on this instance
+            // until it stops (docs/security.md#page-tokens).
+            None => PageTokens::ephemeral(),
         };
         Ok(Self {
             tenants,
@@ -258,13 +265,16 @@ async fn serve<S: Store>(
         .map_err(|e| ServeError::Startup(format!("reflection: {e}")))?;
 
     let limits = &config.limits;
+    let bounds = &config.bounds;
+    let gate = Arc::new(Gate::with_tenant_share(
+        resolver,
+        limits.max_concurrent_requests,
+        limits.max_metadata_bytes,
+        bounds.tenant_max_in_flight,
+    ));
     let api = StateApi::new(
         store.clone(),
-        Gate::new(
-            resolver,
-            limits.max_concurrent_requests,
-            limits.max_metadata_bytes,
-        ),
+        gate.clone(),
         Keyspace::new(config.storage.key_prefix.clone()),
         api_limits(&config),
         security.page_tokens.clone(),
@@ -287,14 +297,20 @@ async fn serve<S: Store>(
     // routing), then let tonic stop accepting and drain.
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let signal_reporter = reporter.clone();
+    // Cancelled once health says NOT_SERVING: the guard then refuses new
+    // requests and ends unfinished bodies and open streams, so the drain
+    // waits only for handlers already running.
+    let streams_stop = CancellationToken::new();
+    let guard = GuardLayer::new(gate, guard_settings(bounds), streams_stop.clone());
     let signal = async move {
         shutdown.await;
-        info!("shutting down: health NOT_SERVING, draining in-flight requests");
+        info!("shutting down: health NOT_SERVING, ending streams, draining running requests");
         let _ = stopping_tx.send(true);
         set_status(&signal_reporter, ServingStatus::NotServing).await;
         signal_reporter
             .set_service_status(LIVENESS_NAME, ServingStatus::NotServing)
             .await;
+        streams_stop.cancel();
         let _ = drain_tx.send(());
     };
 
@@ -303,28 +319,16 @@ async fn serve<S: Store>(
         .saturating_add(HEADER_LIST_HEADROOM)
         .try_into()
         .unwrap_or(u32::MAX);
-    let router = Server::builder()
+    let router = transport_bounds(Server::builder(), bounds)
+        .layer(guard)
         .layer(RequestSizeLayer::new(limits.max_request_bytes))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .http2_max_header_list_size(header_list_limit)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(state_service);
-    // tonic ignores its own TCP options with a custom incoming stream, so
-    // both paths set TCP_NODELAY themselves.
-    let server = match &security.tls {
-        Some(tls) => router
-            .serve_with_incoming_shutdown(tls::incoming(listener, tls.clone()), signal)
-            .boxed(),
-        None => router
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                signal,
-            )
-            .boxed(),
-    };
+    let incoming = listener::incoming(listener, security.tls.clone(), conn_bounds(bounds));
+    let server = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
 
     let drain_timeout = config.server.drain_timeout;
@@ -347,6 +351,45 @@ async fn serve<S: Store>(
     info!("state-service stopped");
     result
 }
+
+// ---- Resource bounds (issue 11) -------------------------------------------
+
+/// The HTTP/2 bounds of every connection. What one connection can make the
+/// service hold in request bytes: received but unread, at most the
+/// connection window (all its streams together; each stream at most the
+/// stream window); read but not yet decoded, at most what the guard's
+/// process-wide --max-pending-request-bytes lets through; so per process at
+/// most connections × connection window + pending budget
+/// (docs/security.md#resource-limits has the figures for the defaults).
+fn transport_bounds(builder: Server, bounds: &BoundsConfig) -> Server {
+    builder
+        .max_concurrent_streams(bounds.max_concurrent_streams)
+        .initial_stream_window_size(bounds.stream_window_bytes)
+        .initial_connection_window_size(bounds.connection_window_bytes)
+        // Fixed windows: adaptive ones would grow past the bounds above.
+        .http2_adaptive_window(Some(false))
+        .http2_keepalive_interval(Some(bounds.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(bounds.http2_keepalive_timeout))
+}
+
+/// The bounds the accept loop enforces before HTTP/2 starts.
+fn conn_bounds(bounds: &BoundsConfig) -> ConnBounds {
+    ConnBounds {
+        max_connections: bounds.max_connections,
+        handshake_timeout: bounds.handshake_timeout,
+        preface_timeout: bounds.preface_timeout,
+    }
+}
+
+fn guard_settings(bounds: &BoundsConfig) -> GuardSettings {
+    GuardSettings {
+        max_pending_request_bytes: bounds.max_pending_request_bytes,
+        request_body_timeout: bounds.request_body_timeout,
+        max_health_watchers: bounds.max_health_watchers,
+    }
+}
+
+// ---- end of resource bounds -----------------------------------------------
 
 /// The limits the API enforces, from the configuration.
 fn api_limits(config: &Config) -> Limits {

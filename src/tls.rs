@@ -1,6 +1,6 @@
 //! gRPC server TLS with rustls (ring): certificate, key and optional client CA
-//! from PEM files, reloadable without a restart, and the accept loop that
-//! performs handshakes off the accept path.
+//! from PEM files, reloadable without a restart. Handshakes run in
+//! `listener`, one task per connection under its timeout.
 //!
 //! With a client CA, client certificates are verified but optional at the TLS
 //! layer: health probes and grpcurl connect without one, and the state API
@@ -8,36 +8,19 @@
 //! applies to new connections; established connections keep theirs.
 
 use std::{
-    io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
-    time::Duration,
 };
 
-use futures::Stream;
 use rustls::{
     RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 use sha2::{Digest, Sha256};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
-};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
-use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, warn};
+use tokio_rustls::TlsAcceptor;
 
 use crate::reload::{Reload, Reloadable};
-
-/// A client that has not finished its handshake by then is dropped, so silent
-/// connections cannot pile up.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes in progress at once; beyond it, accepting waits (the kernel
-/// backlog queues new connections) instead of spawning without bound.
-const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 
 /// Installs ring as rustls' process-wide crypto provider. redis-rs builds its
 /// client configs from the process default; installing it explicitly keeps
@@ -87,7 +70,9 @@ impl ServerTls {
         self.client_ca.is_some()
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// An acceptor with the current configuration (new connections get a
+    /// reloaded certificate).
+    pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(
             self.current
                 .read()
@@ -207,50 +192,4 @@ fn build(files: &Files) -> Result<ServerConfig, String> {
     // gRPC is HTTP/2 only.
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-/// The stream of established TLS connections on `listener`. Handshakes run
-/// concurrently in their own tasks, so a slow or silent client delays nobody.
-/// Dropping the stream (tonic does at shutdown) stops accepting.
-pub fn incoming(
-    listener: TcpListener,
-    tls: Arc<ServerTls>,
-) -> impl Stream<Item = io::Result<TlsStream<TcpStream>>> {
-    let (tx, rx) = mpsc::channel(64);
-    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                return;
-            };
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                () = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = tls.acceptor();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    // Scanners and misconfigured clients are routine: debug.
-                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                }
-                drop(permit);
-            });
-        }
-    });
-    ReceiverStream::new(rx)
 }

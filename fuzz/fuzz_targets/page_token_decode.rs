@@ -11,7 +11,7 @@ fuzz_target!(|input: (bool, String, String, Vec<u8>)| {
     let tokens = if signed {
         PageTokens::signed(b"fuzz-page-token-secret-0123456789")
     } else {
-        PageTokens::unsigned()
+        PageTokens::ephemeral()
     };
     let alpha = TenantId::parse("alpha").expect("valid id");
     let beta = TenantId::parse("alpha-b").expect("valid id");

@@ -1,21 +1,34 @@
-//! Admission of every StateService request, before any storage work: metadata
-//! size, identity (credentials or header), the RPC's scope, the tenant's rate
-//! limit, then a slot under the global concurrency limit.
+//! Admission of every StateService request, before any storage work and
+//! before its body is read (`guard` runs this on the request headers):
+//! metadata size, identity (credentials or header), the RPC's scope, the
+//! tenant's rate limit, a slot under the tenant's in-flight share, then a
+//! slot under the global concurrency limit.
 //!
 //! The order is deliberate: cheap checks that need no shared state first, and
-//! the concurrency slot last, so a request refused for any other reason never
-//! occupies one. Health and reflection do not pass through here: probes and
-//! grpcurl `list` work without credentials and are never shed.
+//! the global slot last, so a request refused for any other reason never
+//! occupies one; the tenant's share comes before the global slot so that a
+//! tenant at its share cannot take the slots others need. Health and
+//! reflection do not pass through here: probes and grpcurl `list` work
+//! without credentials and are never shed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Request;
+use tonic::{Request, metadata::MetadataMap};
 
 use crate::{
     error::{Error, Exhaustion, Result},
-    tenancy::{Identity, Scope, TenantResolver},
+    listener::ConnInfo,
+    tenancy::{Identity, Scope, TenantId, TenantResolver},
 };
+
+/// Tenants whose in-flight counters are kept while idle. In header mode any
+/// client can name new tenants, so idle counters are dropped past this many.
+const TENANT_SLOTS_KEPT: usize = 1024;
 
 /// Retry hint sent with load shedding. The service does not know when a slot
 /// frees up (in-flight requests usually finish within milliseconds); this is
@@ -31,6 +44,7 @@ const HEADER_FIELD_OVERHEAD: usize = 32;
 #[derive(Debug)]
 pub struct Caller {
     pub identity: Identity,
+    _tenant_slot: OwnedSemaphorePermit,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -49,15 +63,31 @@ pub struct Gate {
     slots: Arc<Semaphore>,
     max_concurrent: usize,
     max_metadata_bytes: usize,
+    tenant_max_in_flight: usize,
+    /// Per tenant: its in-flight limit and the semaphore counting it.
+    tenant_slots: Mutex<HashMap<TenantId, (usize, Arc<Semaphore>)>>,
 }
 
 impl Gate {
     pub fn new(resolver: TenantResolver, max_concurrent: usize, max_metadata_bytes: usize) -> Self {
+        Self::with_tenant_share(resolver, max_concurrent, max_metadata_bytes, max_concurrent)
+    }
+
+    /// A gate that also bounds each tenant to `tenant_max_in_flight`
+    /// requests at once (unless the tenants file gives the tenant its own).
+    pub fn with_tenant_share(
+        resolver: TenantResolver,
+        max_concurrent: usize,
+        max_metadata_bytes: usize,
+        tenant_max_in_flight: usize,
+    ) -> Self {
         Self {
             resolver,
             slots: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             max_metadata_bytes,
+            tenant_max_in_flight,
+            tenant_slots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,7 +100,18 @@ impl Gate {
     /// PERMISSION_DENIED, or RESOURCE_EXHAUSTED with a retry delay (rate
     /// limit, load shedding).
     pub fn admit<T>(&self, req: &Request<T>, scope: Scope) -> Result<Caller> {
-        let size = metadata_size(req.metadata());
+        self.admit_headers(req.metadata(), req.extensions().get::<ConnInfo>(), scope)
+    }
+
+    /// `admit` on a request's metadata and connection alone: what `guard`
+    /// calls before the body is read.
+    pub fn admit_headers(
+        &self,
+        metadata: &MetadataMap,
+        conn: Option<&ConnInfo>,
+        scope: Scope,
+    ) -> Result<Caller> {
+        let size = metadata_size(metadata);
         if size > self.max_metadata_bytes {
             return Err(Error::limit(
                 format_args!("request metadata is {size} bytes (names + values + 32 per entry)"),
@@ -79,14 +120,13 @@ impl Gate {
                 "--max-metadata-bytes",
             ));
         }
-        let certs = req.peer_certs();
-        let identity = self
-            .resolver
-            .resolve(req.metadata(), certs.as_deref().map(Vec::as_slice))?;
+        let certs = conn.and_then(|c| c.peer_certs.as_deref());
+        let identity = self.resolver.resolve(metadata, certs.map(Vec::as_slice))?;
         identity.require(scope)?;
         if let Some(limiter) = &identity.limiter {
             limiter.check()?;
         }
+        let tenant_slot = self.tenant_slot(&identity)?;
         // Shed instead of queueing: a queue would only turn overload into
         // deadline misses for everyone.
         let slot =
@@ -104,7 +144,42 @@ impl Gate {
                 })?;
         Ok(Caller {
             identity,
+            _tenant_slot: tenant_slot,
             _slot: slot,
+        })
+    }
+
+    /// A slot under the tenant's in-flight share, or TENANT_OVERLOADED.
+    fn tenant_slot(&self, identity: &Identity) -> Result<OwnedSemaphorePermit> {
+        let limit = identity.max_in_flight.unwrap_or(self.tenant_max_in_flight);
+        let semaphore = {
+            let mut slots = self.tenant_slots.lock().unwrap_or_else(|p| p.into_inner());
+            if !slots.contains_key(&identity.tenant) && slots.len() >= TENANT_SLOTS_KEPT {
+                // An idle counter is held by the map alone.
+                slots.retain(|_, (_, s)| Arc::strong_count(s) > 1);
+            }
+            let entry = slots
+                .entry(identity.tenant.clone())
+                .or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
+            if entry.0 != limit {
+                // The tenants file changed the limit: requests in flight
+                // finish under the old counter, new ones count on the new.
+                *entry = (limit, Arc::new(Semaphore::new(limit)));
+            }
+            entry.1.clone()
+        };
+        semaphore.try_acquire_owned().map_err(|_| {
+            crate::metrics::bound_refusal("--tenant-max-in-flight");
+            Error::over_bound(
+                Exhaustion::TenantOverloaded,
+                format_args!(
+                    "tenant {} has {limit} requests in flight, its share of this server",
+                    identity.tenant
+                ),
+                limit as u64,
+                "--tenant-max-in-flight",
+                Some(SHED_RETRY_AFTER),
+            )
         })
     }
 }
@@ -148,6 +223,30 @@ mod tests {
         );
         drop(held);
         assert!(g.admit(&Request::new(()), Scope::Read).is_ok());
+    }
+
+    #[test]
+    fn a_tenant_over_its_share_is_refused_while_others_are_admitted() {
+        let g = Gate::with_tenant_share(
+            TenantResolver::new(TenantId::parse("default").unwrap()),
+            10,
+            8192,
+            2,
+        );
+        let as_tenant = |t: &str| {
+            let mut req = Request::new(());
+            req.metadata_mut().insert("x-tenant-id", t.parse().unwrap());
+            req
+        };
+        let _a1 = g.admit(&as_tenant("a"), Scope::Read).unwrap();
+        let _a2 = g.admit(&as_tenant("a"), Scope::Read).unwrap();
+        let status = tonic::Status::from(g.admit(&as_tenant("a"), Scope::Read).unwrap_err());
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "TENANT_OVERLOADED");
+        assert_eq!(info.metadata["setting"], "--tenant-max-in-flight");
+        assert!(status.get_details_retry_info().is_some());
+        assert!(g.admit(&as_tenant("b"), Scope::Read).is_ok());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The gRPC surface: `stateservice.v1.StateService`.
 //!
-//! A request's path through this module: the `gate` admits the caller
-//! (identity, scope, rate and concurrency limits); the RPC table below picks
+//! A request's path through this module: the `guard` runs the `gate` on the
+//! request's headers, before the body is read (identity, scope, rate, tenant
+//! share and concurrency limits); the RPC table below picks
 //! the handler, opens the caller's namespace and runs the handler under the
 //! request's deadline; the handler (`handlers`, one inner function per RPC
 //! returning the crate's `Result`) validates and converts the request, calls
@@ -10,6 +11,7 @@
 
 pub mod codec;
 pub mod gate;
+pub mod guard;
 mod handlers;
 pub mod http;
 pub mod page_token;
@@ -28,13 +30,14 @@ use crate::{
 };
 
 pub use gate::{Caller, Gate};
+pub use guard::{GuardLayer, GuardSettings};
 pub use page_token::PageTokens;
 pub use validate::Limits;
 
 /// The StateService implementation over any store.
 pub struct StateApi<S> {
     store: Arc<S>,
-    gate: Gate,
+    gate: Arc<Gate>,
     keyspace: Keyspace,
     limits: Limits,
     page_tokens: PageTokens,
@@ -43,7 +46,7 @@ pub struct StateApi<S> {
 impl<S: Store> StateApi<S> {
     pub fn new(
         store: Arc<S>,
-        gate: Gate,
+        gate: Arc<Gate>,
         keyspace: Keyspace,
         limits: Limits,
         page_tokens: PageTokens,
@@ -60,7 +63,7 @@ impl<S: Store> StateApi<S> {
 
 /// An admitted call: who makes it and the namespace it acts in.
 pub struct Call {
-    pub caller: Caller,
+    pub caller: Arc<Caller>,
     pub ns: Namespace,
 }
 
@@ -84,18 +87,42 @@ fn deadline_exceeded(d: Duration) -> Error {
     }
 }
 
+/// What `guard` needs to admit a StateService request on its headers.
+#[derive(Clone, Copy)]
+pub struct Route {
+    pub scope: Scope,
+    pub metrics: &'static MethodMetrics,
+}
+
 /// The RPC table: one row per RPC with its metric name, the scope the gate
 /// requires (the one place RPCs map to scopes) and its handler. Each row
-/// admits the caller, opens its namespace, runs the handler under the
+/// takes the caller `guard` admitted (or admits it, when the API is served
+/// without the guard), opens its namespace, runs the handler under the
 /// deadline inside a `RequestObserver` (count by code, latency, in-flight,
 /// log by code) and converts the crate's error to a `Status`.
 macro_rules! rpcs {
     ($($name:ident : $method:literal, $scope:ident, $req:ty => $resp:ty;)*) => {
+        /// The admission route of a request path, if it is a StateService RPC.
+        pub fn route(path: &str) -> Option<Route> {
+            let method = path.strip_prefix("/stateservice.v1.StateService/")?;
+            match method {
+                $($method => {
+                    // The same series as the handler's (same method label).
+                    static METRICS: MethodMetrics = MethodMetrics::new($method);
+                    Some(Route { scope: Scope::$scope, metrics: &METRICS })
+                })*
+                _ => None,
+            }
+        }
+
         #[tonic::async_trait]
         impl<S: Store> StateService for StateApi<S> {
-            $(async fn $name(&self, req: Request<$req>) -> Result<Response<$resp>, Status> {
+            $(async fn $name(&self, mut req: Request<$req>) -> Result<Response<$resp>, Status> {
                 static METRICS: MethodMetrics = MethodMetrics::new($method);
-                let admitted = self.gate.admit(&req, Scope::$scope);
+                let admitted = match req.extensions_mut().remove::<guard::Admitted>() {
+                    Some(guard::Admitted(caller)) => Ok(caller),
+                    None => self.gate.admit(&req, Scope::$scope).map(Arc::new),
+                };
                 // The tenant label is the authenticated one, so a caller
                 // cannot inflate another tenant's series.
                 let tenant = admitted.as_ref().ok().map(|c| c.identity.tenant.as_str());

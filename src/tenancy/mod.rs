@@ -149,6 +149,9 @@ pub struct Identity {
     pub scopes: Scopes,
     /// The tenant's rate limiter, when the tenants file sets one.
     pub limiter: Option<Arc<TenantLimiter>>,
+    /// The tenant's own in-flight limit from the tenants file, overriding
+    /// the process default.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Identity {
@@ -240,6 +243,7 @@ impl TenantResolver {
                     tenant,
                     scopes: Scopes::ALL,
                     limiter: None,
+                    max_in_flight: None,
                 })
             }
             Authentication::Credentials {
@@ -335,6 +339,7 @@ fn certificate_identity(
             tenant,
             scopes: Scopes::NONE.with(Scope::Read).with(Scope::Write),
             limiter: None,
+            max_in_flight: None,
         }),
         Some(file) => file.current().certificate_identity(&tenant).ok_or_else(|| {
             Error::Unauthenticated(
@@ -416,6 +421,7 @@ mod tests {
             tenant: TenantId::parse("a").unwrap(),
             scopes: s,
             limiter: None,
+            max_in_flight: None,
         };
         assert!(matches!(
             id.require(Scope::Read),

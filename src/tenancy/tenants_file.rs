@@ -7,6 +7,7 @@
 //! requests_per_second = 200           # optional; fractional allowed
 //! burst = 400                         # optional; default one second's worth
 //! certificate_scopes = ["read"]       # optional; mTLS clients with CN=team-a
+//! max_in_flight = 64                  # optional; default --tenant-max-in-flight
 //!
 //! [[tenants.tokens]]
 //! name = "2025-06 pipeline"           # optional label for logs
@@ -66,6 +67,8 @@ struct TenantDoc {
     burst: Option<u32>,
     #[serde(default)]
     certificate_scopes: Vec<String>,
+    /// Requests in flight at once; overrides --tenant-max-in-flight.
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +83,7 @@ struct TokenDoc {
 struct TenantEntry {
     certificate_scopes: Scopes,
     limiter: Option<Arc<TenantLimiter>>,
+    max_in_flight: Option<usize>,
 }
 
 struct TokenEntry {
@@ -135,6 +139,9 @@ impl Tenants {
                 None => None,
             };
             let certificate_scopes = scopes(&t.certificate_scopes, &at, "certificate_scopes")?;
+            if t.max_in_flight == Some(0) {
+                return Err(format!("{at}.max_in_flight: must be at least 1"));
+            }
             for (j, tok) in t.tokens.into_iter().enumerate() {
                 let at = format!("{at}.tokens[{j}]");
                 let hash = parse_hash(&tok.sha256).map_err(|e| format!("{at}.sha256: {e}"))?;
@@ -166,6 +173,7 @@ impl Tenants {
                 TenantEntry {
                     certificate_scopes,
                     limiter,
+                    max_in_flight: t.max_in_flight,
                 },
             );
         }
@@ -191,13 +199,12 @@ impl Tenants {
             .tokens
             .get(&presented)
             .filter(|e| bool::from(e.hash.ct_eq(&presented)))?;
+        let tenant = self.tenants.get(&entry.tenant);
         Some(Identity {
             tenant: entry.tenant.clone(),
             scopes: entry.scopes,
-            limiter: self
-                .tenants
-                .get(&entry.tenant)
-                .and_then(|t| t.limiter.clone()),
+            limiter: tenant.and_then(|t| t.limiter.clone()),
+            max_in_flight: tenant.and_then(|t| t.max_in_flight),
         })
     }
 
@@ -212,6 +219,7 @@ impl Tenants {
             tenant: tenant.clone(),
             scopes: t.certificate_scopes,
             limiter: t.limiter.clone(),
+            max_in_flight: t.max_in_flight,
         })
     }
 
