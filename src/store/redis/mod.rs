@@ -1606,24 +1606,34 @@ impl RedisStore {
                     Ok(())
                 }
                 topology => {
-                    let (role, cluster): (Vec<RValue>, String) = self
-                        .call(|mut c| async move {
-                            redis::pipe()
-                                .cmd("ROLE")
-                                .cmd("INFO")
-                                .arg("cluster")
-                                .query_async(&mut c)
-                                .await
-                        })
+                    // HELLO without arguments describes the server (role,
+                    // mode) and needs only +@connection, which the
+                    // documented ACL grants (ROLE and INFO are @dangerous).
+                    let hello: RValue = self
+                        .call(|mut c| async move { redis::cmd("HELLO").query_async(&mut c).await })
                         .await?;
-                    if cluster.contains("cluster_enabled:1") {
+                    let field = |name: &str| -> Option<String> {
+                        let pairs: Vec<(&RValue, &RValue)> = match &hello {
+                            RValue::Array(items) => items
+                                .chunks(2)
+                                .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                                .collect(),
+                            RValue::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
+                            _ => Vec::new(),
+                        };
+                        pairs
+                            .into_iter()
+                            .find(|(k, _)| as_str(k) == Some(name))
+                            .and_then(|(_, v)| as_str(v).map(str::to_string))
+                    };
+                    if field("mode").as_deref() == Some("cluster") {
                         return Err(self.conns.unavailable(
                             "--redis-url points at a Redis Cluster node: start with \
                              --redis-mode cluster"
                                 .into(),
                         ));
                     }
-                    if role.first().and_then(as_str) != Some("master") {
+                    if field("role").is_some_and(|r| r != "master") {
                         if matches!(topology, Topology::Sentinel { .. }) {
                             // Ask the sentinels again on the next request.
                             self.conns.invalidate_all();
