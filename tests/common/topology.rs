@@ -387,6 +387,10 @@ fn with_lock<T>(dir: &Path, name: &str, f: impl FnOnce() -> T) -> T {
 
 /// Starts a detached redis-server (outliving this test process) that a
 /// watchdog kills when the test runner exits.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the server outlives this test process on purpose; the watchdog ends it"
+)]
 fn spawn_detached(dir: &Path, args: &[String]) -> u32 {
     let mut cmd = Command::new("redis-server");
     cmd.args(args)
@@ -398,6 +402,10 @@ fn spawn_detached(dir: &Path, args: &[String]) -> u32 {
     child.id()
 }
 
+#[expect(
+    clippy::zombie_processes,
+    reason = "the watchdog outlives this test process on purpose"
+)]
 fn watchdog(pids: &[u32]) {
     // SAFETY: getppid has no preconditions.
     let runner = unsafe { libc::getppid() };
