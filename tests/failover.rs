@@ -378,3 +378,107 @@ async fn sentinel_failover_under_load() {
         });
     }
 }
+
+/// A listing that spans a failover of the master it is walking returns
+/// every key that existed throughout: the new master's scan starts over
+/// (keys may repeat across pages, none is skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_spanning_a_master_failover_returns_every_key() {
+    use state_service::pb::{BatchPutItem, BatchPutRequest, ListRequest};
+    let mut cluster = Cluster::start();
+    let server = service(cluster.urls(), RedisMode::Cluster, 0).await;
+    let mut c = server.client();
+    let keys: Vec<String> = (0..300).map(|i| format!("item-{i}")).collect();
+    c.batch_put(BatchPutRequest {
+        items: keys
+            .iter()
+            .map(|k| BatchPutItem {
+                key: k.clone(),
+                value: v::int(1),
+                ..Default::default()
+            })
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let page = |token: String| ListRequest {
+        prefix: "item-".into(),
+        page_size: 20,
+        page_token: token,
+        include_values: false,
+    };
+    let first = c.list(page(String::new())).await.unwrap().into_inner();
+    let mut seen: std::collections::HashSet<String> = first.keys.into_iter().collect();
+    // The walk starts at the master serving slot 0: kill it mid-scan.
+    let victim = cluster.ports.master_of_slot(0).unwrap();
+    let ports = cluster.ports.clone();
+    cluster.kill(victim);
+    common::eventually!(
+        Duration::from_secs(60),
+        "the replica's promotion",
+        ports.master_of_slot(0).is_some_and(|m| m != victim)
+    );
+    let mut token = first.next_page_token;
+    let start = Instant::now();
+    while !token.is_empty() {
+        match c.list(page(token.clone())).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                seen.extend(r.keys);
+                token = r.next_page_token;
+            }
+            // UNAVAILABLE while the client side catches up: retry the page.
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                assert!(start.elapsed() < Duration::from_secs(30), "{e:?}");
+                tokio::time::sleep(common::POLL_INTERVAL).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let missing: Vec<&String> = keys.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(missing.is_empty(), "the listing skipped {missing:?}");
+}
+
+/// A live resharding under load (`redis-cli --cluster reshard` moving the
+/// writers' slot to another master): MOVED and ASK are followed, no RPC
+/// outlives its deadline, and no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_resharding_under_load_loses_no_acknowledged_write() {
+    use state_service::store::redis::slot::tag_for_slot;
+    let cluster = Cluster::start();
+    let server = service(cluster.urls(), RedisMode::Cluster, 0).await;
+    let source = cluster.ports.master_of_slot(0).unwrap();
+    let target = cluster
+        .ports
+        .masters()
+        .into_iter()
+        .find(|m| *m != source)
+        .unwrap();
+    let id = |port: u16| cli(port, &["CLUSTER", "MYID"]).trim().to_string();
+    let (from, to) = (id(source), id(target));
+    let ports = cluster.ports.clone();
+    // reshard moves the source's lowest slots first: slot 0 is among them.
+    let f = round(
+        "cluster, live resharding of the writers' slot",
+        &server,
+        tag_for_slot(0),
+        || {
+            let out = std::process::Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{source}")])
+                .args(["--cluster-from", &from, "--cluster-to", &to])
+                .args(["--cluster-slots", "100", "--cluster-yes"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "reshard failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        },
+        || ports.master_of_slot(0) == Some(target),
+        || {},
+    )
+    .await;
+    check(&f, true);
+}

@@ -194,3 +194,48 @@ fn topology_flags_are_checked() {
         vec!["redis://a:1".to_string(), "redis://b:2".to_string()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_through_every_master() {
+    use state_service::pb::ListRequest;
+    let s = TestServer::start(Backend::Cluster).await;
+    let mut c = s.client();
+    let keys: Vec<String> = (0..300).map(|i| format!("item-{i}")).collect();
+    c.batch_put(BatchPutRequest {
+        items: keys
+            .iter()
+            .map(|k| BatchPutItem {
+                key: k.clone(),
+                value: v::int(1),
+                ..Default::default()
+            })
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let r = c
+            .list(ListRequest {
+                prefix: "item-".into(),
+                page_size: 20,
+                page_token: token,
+                include_values: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        for k in r.keys {
+            assert!(seen.insert(k.clone()), "{k} repeated without a failover");
+        }
+        token = r.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let missing: Vec<&String> = keys.iter().filter(|k| !seen.contains(*k)).collect();
+    assert!(missing.is_empty(), "{pages} pages skipped {missing:?}");
+}
