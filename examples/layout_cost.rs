@@ -117,8 +117,15 @@ async fn main() {
             window: Duration::from_secs(600),
             max_ids: 16,
         },
+        wait: None,
     };
-    let store = RedisStore::new(&url, &settings, Keyspace::new("state"), options).unwrap();
+    let store = RedisStore::new(
+        std::slice::from_ref(&url),
+        &settings,
+        Keyspace::new("state"),
+        options,
+    )
+    .unwrap();
     store.ping().await.unwrap();
     let ns = Keyspace::new("state").namespace("bench");
     let value = pb::Value {

@@ -192,10 +192,38 @@ pub struct StorageConfig {
 #[command(next_help_heading = "Redis")]
 pub struct RedisConfig {
     /// Redis URL: redis://[user:password@]host:port[/db] or rediss:// for TLS.
-    /// Absent: the embedded in-memory backend (state is neither shared between
-    /// instances nor durable).
+    /// Several, separated by commas: the seed nodes of a cluster, or the
+    /// sentinels (see --redis-mode). Absent: the embedded in-memory backend
+    /// (state is neither shared between instances nor durable).
     #[arg(long, env = "STATE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    // ---- topologies (issue 12): mode, master name, replica-acknowledged writes
+    /// Redis topology: `standalone` (one server, --redis-url names it),
+    /// `cluster` (a Redis Cluster; --redis-url names one or more seed nodes,
+    /// the rest is discovered) or `sentinel` (--redis-url names the
+    /// sentinels, --redis-master-name the master they watch; credentials in
+    /// each sentinel URL are the sentinels' own, --redis-username and
+    /// --redis-password those of the data nodes).
+    #[arg(long, env = "STATE_REDIS_MODE", value_enum, default_value_t = RedisMode::Standalone)]
+    pub redis_mode: RedisMode,
+
+    /// Name of the master the sentinels monitor (--redis-mode sentinel).
+    #[arg(long, env = "STATE_REDIS_MASTER_NAME")]
+    pub redis_master_name: Option<String>,
+
+    /// Replicas that must acknowledge a write (Redis `WAIT`) before it is
+    /// acknowledged to the client. 0: acknowledge once the master applied it
+    /// (a failover can lose the last writes; docs/operations.md, "Topologies
+    /// and failover"). When fewer replicas confirm within
+    /// --redis-wait-timeout, the write fails with UNAVAILABLE: it was applied
+    /// on the master but may be lost by a failover.
+    #[arg(long, env = "STATE_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+
+    /// How long a write waits for --redis-wait-replicas replicas.
+    #[arg(long, env = "STATE_REDIS_WAIT_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub redis_wait_timeout: Duration,
 
     /// Redis password, overriding any password in --redis-url (keeps the
     /// secret out of the URL, e.g. from a Kubernetes Secret as env).
@@ -245,6 +273,18 @@ pub struct RedisConfig {
     /// Private key (PEM) of --redis-client-cert.
     #[arg(long, env = "STATE_REDIS_CLIENT_KEY", requires = "redis_client_cert")]
     pub redis_client_key: Option<PathBuf>,
+}
+
+/// How the service reaches Redis (--redis-mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum RedisMode {
+    /// One Redis server.
+    #[default]
+    Standalone,
+    /// A Redis Cluster: keys spread over the masters by hash slot.
+    Cluster,
+    /// A master and replicas watched by Redis Sentinel.
+    Sentinel,
 }
 
 /// TLS of the gRPC server.
@@ -657,6 +697,53 @@ impl Config {
                 "--redis-ca-file and --redis-client-cert need a rediss:// --redis-url",
             ));
         }
+        // ---- topologies (issue 12)
+        let urls = redis
+            .redis_url
+            .as_deref()
+            .map(split_urls)
+            .unwrap_or_default();
+        if redis.redis_url.is_some() && urls.is_empty() {
+            return Err(invalid("--redis-url", "names no URL"));
+        }
+        match redis.redis_mode {
+            RedisMode::Standalone if urls.len() > 1 => {
+                return Err(invalid(
+                    "--redis-url",
+                    "several URLs need --redis-mode cluster (seed nodes) or sentinel (sentinels)",
+                ));
+            }
+            RedisMode::Cluster | RedisMode::Sentinel if redis.redis_url.is_none() => {
+                return Err(invalid(
+                    "--redis-mode",
+                    "cluster and sentinel need --redis-url (the seed nodes or the sentinels)",
+                ));
+            }
+            RedisMode::Sentinel
+                if redis
+                    .redis_master_name
+                    .as_deref()
+                    .is_none_or(|n| n.trim().is_empty()) =>
+            {
+                return Err(invalid(
+                    "--redis-master-name",
+                    "--redis-mode sentinel needs the name of the master the sentinels watch",
+                ));
+            }
+            _ => {}
+        }
+        if redis.redis_master_name.is_some() && redis.redis_mode != RedisMode::Sentinel {
+            return Err(invalid(
+                "--redis-master-name",
+                "is only used with --redis-mode sentinel",
+            ));
+        }
+        if redis.redis_wait_replicas > 0 && redis.redis_wait_timeout.is_zero() {
+            return Err(invalid(
+                "--redis-wait-timeout",
+                "must be greater than zero when --redis-wait-replicas is set",
+            ));
+        }
         if redis.redis_client_cert.is_some() != redis.redis_client_key.is_some() {
             return Err(invalid(
                 "--redis-client-cert",
@@ -752,6 +839,15 @@ impl Config {
         cfg.redis.redis_url = redis_url;
         cfg
     }
+}
+
+/// The URLs of --redis-url: comma-separated, blanks ignored.
+pub fn split_urls(raw: &str) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Reads a file a flag names.

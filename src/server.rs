@@ -17,13 +17,13 @@ use tracing::{error, info, warn};
 
 use crate::{
     api::{Gate, GuardLayer, GuardSettings, Limits, PageTokens, StateApi, http::RequestSizeLayer},
-    config::{BoundsConfig, Config, ConfigError, read_file},
+    config::{BoundsConfig, Config, ConfigError, RedisMode, read_file, split_urls},
     listener::{self, ConnBounds},
     pb::{self, state_service_server::StateServiceServer},
     reload::Reloadable,
     store::{
         Keyspace, MemoryStore, RedisStore, Store,
-        redis::{ConnSettings, StoreOptions},
+        redis::{ConnSettings, StoreOptions, Topology, WaitPolicy},
     },
     tenancy::{TenantId, TenantResolver, TenantsFile},
     tls::{self, ServerTls},
@@ -80,6 +80,13 @@ pub async fn run(
     match &redis.redis_url {
         Some(url) => {
             let settings = ConnSettings {
+                topology: match redis.redis_mode {
+                    RedisMode::Standalone => Topology::Standalone,
+                    RedisMode::Cluster => Topology::Cluster,
+                    RedisMode::Sentinel => Topology::Sentinel {
+                        master_name: redis.redis_master_name.clone().unwrap_or_default(),
+                    },
+                },
                 pool_size: redis.redis_pool_size,
                 connect_timeout: redis.redis_connect_timeout,
                 pool_wait_timeout: redis.redis_pool_wait_timeout,
@@ -101,9 +108,13 @@ pub async fn run(
             let options = StoreOptions {
                 command_timeout: redis.redis_command_timeout,
                 idempotency: config.idempotency(),
+                wait: (redis.redis_wait_replicas > 0).then_some(WaitPolicy {
+                    replicas: redis.redis_wait_replicas,
+                    timeout: redis.redis_wait_timeout,
+                }),
             };
             let keyspace = Keyspace::new(config.storage.key_prefix.clone());
-            let store = RedisStore::new(url, &settings, keyspace, options)
+            let store = RedisStore::new(&split_urls(url), &settings, keyspace, options)
                 .map_err(|e| ServeError::Startup(e.to_string()))?;
             serve(listener, config, security, Arc::new(store), shutdown).await
         }

@@ -17,7 +17,7 @@ use tonic::Code;
 
 use common::Client;
 
-common::both_backends!(
+common::all_topologies!(
     get_of_a_missing_key_is_not_found,
     every_value_kind_round_trips_exactly,
     versions_change_on_every_write_and_never_repeat,
@@ -1057,17 +1057,19 @@ async fn batches_over_the_limit_are_invalid_argument(b: Backend) {
 
 // ---------------------------------------------------------------- transactions
 
+/// Keys share the hash tag `{tx}`: on a Redis Cluster a transaction must
+/// stay in one slot (tests/topology.rs covers CROSS_SLOT).
 async fn transact_is_all_or_nothing(b: Backend) {
     let s = TestServer::start(b).await;
     let mut c = s.client();
-    let v_off = put(&mut c, "offset", v::int(10)).await;
+    let v_off = put(&mut c, "{tx}offset", v::int(10)).await;
     // Op 2's condition fails: nothing may be written.
     let err = c
         .transact(TransactRequest {
             ops: vec![
-                put_op("state", v::string("new"), None),
-                incr_op("counter", 1),
-                put_op("offset", v::int(11), if_version(v_off + 12345)),
+                put_op("{tx}state", v::string("new"), None),
+                incr_op("{tx}counter", 1),
+                put_op("{tx}offset", v::int(11), if_version(v_off + 12345)),
             ],
             ..Default::default()
         })
@@ -1078,19 +1080,19 @@ async fn transact_is_all_or_nothing(b: Backend) {
     assert_eq!(reason, "VERSION_MISMATCH");
     assert_eq!(meta["op_index"], "2");
     assert_eq!(meta["current_version"], v_off.to_string());
-    assert!(get(&mut c, "state").await.is_none());
-    assert!(get(&mut c, "counter").await.is_none());
-    assert_eq!(get(&mut c, "offset").await.unwrap().version, v_off);
+    assert!(get(&mut c, "{tx}state").await.is_none());
+    assert!(get(&mut c, "{tx}counter").await.is_none());
+    assert_eq!(get(&mut c, "{tx}offset").await.unwrap().version, v_off);
     // With the right version everything applies.
     let r = c
         .transact(TransactRequest {
             ops: vec![
-                put_op("state", v::string("new"), None),
-                incr_op("counter", 1),
-                put_op("offset", v::int(11), if_version(v_off)),
+                put_op("{tx}state", v::string("new"), None),
+                incr_op("{tx}counter", 1),
+                put_op("{tx}offset", v::int(11), if_version(v_off)),
                 TransactOp {
                     op: Some(Op::Delete(DeleteRequest {
-                        key: "nothing".into(),
+                        key: "{tx}nothing".into(),
                         condition: None,
                         ..Default::default()
                     })),
@@ -1111,26 +1113,31 @@ async fn transact_is_all_or_nothing(b: Backend) {
         r.results[3].result,
         Some(R::Delete(pb::DeleteResponse { deleted: false }))
     ));
-    assert_eq!(get(&mut c, "state").await.unwrap().value, v::string("new"));
-    assert_eq!(get(&mut c, "offset").await.unwrap().value, v::int(11));
+    assert_eq!(
+        get(&mut c, "{tx}state").await.unwrap().value,
+        v::string("new")
+    );
+    assert_eq!(get(&mut c, "{tx}offset").await.unwrap().value, v::int(11));
 }
 
+/// Keys share the hash tag `{tx}`: on a Redis Cluster a transaction must
+/// stay in one slot (tests/topology.rs covers CROSS_SLOT).
 async fn transact_checks_increments_before_writing(b: Backend) {
     let s = TestServer::start(b).await;
     let mut c = s.client();
-    put(&mut c, "near-max", v::int(i64::MAX - 5)).await;
-    put(&mut c, "text", v::string("t")).await;
+    put(&mut c, "{tx}near-max", v::int(i64::MAX - 5)).await;
+    put(&mut c, "{tx}text", v::string("t")).await;
     for (ops, want) in [
         (
             vec![
-                put_op("a", v::int(1), None),
-                incr_op("near-max", 5),
-                incr_op("near-max", 1),
+                put_op("{tx}a", v::int(1), None),
+                incr_op("{tx}near-max", 5),
+                incr_op("{tx}near-max", 1),
             ],
             "INCREMENT_OVERFLOW",
         ),
         (
-            vec![put_op("a", v::int(1), None), incr_op("text", 1)],
+            vec![put_op("{tx}a", v::int(1), None), incr_op("{tx}text", 1)],
             "NOT_AN_INTEGER",
         ),
     ] {
@@ -1144,32 +1151,32 @@ async fn transact_checks_increments_before_writing(b: Backend) {
         assert_eq!(err.code(), Code::FailedPrecondition);
         assert_eq!(reason(&err).0, want);
         assert!(
-            get(&mut c, "a").await.is_none(),
+            get(&mut c, "{tx}a").await.is_none(),
             "partial write after {want}"
         );
         assert_eq!(
-            get(&mut c, "near-max").await.unwrap().value,
+            get(&mut c, "{tx}near-max").await.unwrap().value,
             v::int(i64::MAX - 5)
         );
     }
     // Exactly reaching the maximum is allowed.
     c.transact(TransactRequest {
-        ops: vec![incr_op("near-max", 2), incr_op("near-max", 3)],
+        ops: vec![incr_op("{tx}near-max", 2), incr_op("{tx}near-max", 3)],
         ..Default::default()
     })
     .await
     .unwrap();
     assert_eq!(
-        get(&mut c, "near-max").await.unwrap().value,
+        get(&mut c, "{tx}near-max").await.unwrap().value,
         v::int(i64::MAX)
     );
     // Negative side, with limbs crossing zero.
-    put(&mut c, "neg", v::int(-3_000_000_000)).await;
+    put(&mut c, "{tx}neg", v::int(-3_000_000_000)).await;
     let r = c
         .transact(TransactRequest {
             ops: vec![
-                incr_op("neg", 4_000_000_001),
-                incr_op("neg", i64::MAX - 1_000_000_000),
+                incr_op("{tx}neg", 4_000_000_001),
+                incr_op("{tx}neg", i64::MAX - 1_000_000_000),
             ],
             ..Default::default()
         })
@@ -1178,7 +1185,7 @@ async fn transact_checks_increments_before_writing(b: Backend) {
     assert_eq!(reason(&r).0, "INCREMENT_OVERFLOW");
     let r = c
         .transact(TransactRequest {
-            ops: vec![incr_op("neg", 4_000_000_001), incr_op("neg", -1)],
+            ops: vec![incr_op("{tx}neg", 4_000_000_001), incr_op("{tx}neg", -1)],
             ..Default::default()
         })
         .await
@@ -1194,23 +1201,25 @@ async fn transact_checks_increments_before_writing(b: Backend) {
     ));
 }
 
+/// Keys share the hash tag `{tx}`: on a Redis Cluster a transaction must
+/// stay in one slot (tests/topology.rs covers CROSS_SLOT).
 async fn transact_ops_see_earlier_ops(b: Backend) {
     let s = TestServer::start(b).await;
     let mut c = s.client();
-    put(&mut c, "gone", v::int(1)).await;
+    put(&mut c, "{tx}gone", v::int(1)).await;
     let r = c
         .transact(TransactRequest {
             ops: vec![
-                put_op("n", v::int(40), if_absent()),
-                incr_op("n", 2),
+                put_op("{tx}n", v::int(40), if_absent()),
+                incr_op("{tx}n", 2),
                 TransactOp {
                     op: Some(Op::Delete(DeleteRequest {
-                        key: "gone".into(),
+                        key: "{tx}gone".into(),
                         condition: if_exists(),
                         ..Default::default()
                     })),
                 },
-                put_op("gone", v::string("back"), if_absent()),
+                put_op("{tx}gone", v::string("back"), if_absent()),
             ],
             ..Default::default()
         })
@@ -1218,16 +1227,19 @@ async fn transact_ops_see_earlier_ops(b: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(r.results.len(), 4);
-    assert_eq!(get(&mut c, "n").await.unwrap().value, v::int(42));
-    assert_eq!(get(&mut c, "gone").await.unwrap().value, v::string("back"));
+    assert_eq!(get(&mut c, "{tx}n").await.unwrap().value, v::int(42));
+    assert_eq!(
+        get(&mut c, "{tx}gone").await.unwrap().value,
+        v::string("back")
+    );
     // A later op's condition sees the version an earlier op wrote: if_version
     // of the pre-transaction version fails after a write in the same transaction.
-    let v1 = get(&mut c, "n").await.unwrap().version;
+    let v1 = get(&mut c, "{tx}n").await.unwrap().version;
     let err = c
         .transact(TransactRequest {
             ops: vec![
-                put_op("n", v::int(1), if_version(v1)),
-                put_op("n", v::int(2), if_version(v1)),
+                put_op("{tx}n", v::int(1), if_version(v1)),
+                put_op("{tx}n", v::int(2), if_version(v1)),
             ],
             ..Default::default()
         })
@@ -1235,7 +1247,7 @@ async fn transact_ops_see_earlier_ops(b: Backend) {
         .unwrap_err();
     assert_eq!(reason(&err).0, "VERSION_MISMATCH");
     assert_eq!(reason(&err).1["op_index"], "1");
-    assert_eq!(get(&mut c, "n").await.unwrap().value, v::int(42));
+    assert_eq!(get(&mut c, "{tx}n").await.unwrap().value, v::int(42));
 }
 
 async fn transact_over_the_limit_is_invalid_argument(b: Backend) {
@@ -1337,12 +1349,17 @@ async fn concurrent_increments_sum_exactly(b: Backend) {
     assert_eq!(get(&mut c, "sum").await.unwrap().value, v::int(expected));
 }
 
+/// Keys share the hash tag `{tx}`: on a Redis Cluster a transaction must
+/// stay in one slot (tests/topology.rs covers CROSS_SLOT).
 async fn readers_never_see_a_partial_transaction(b: Backend) {
     let s = TestServer::start(b).await;
     let mut c = s.client();
     // Invariant kept by every transaction: a + b == 0.
     c.transact(TransactRequest {
-        ops: vec![put_op("a", v::int(0), None), put_op("b", v::int(0), None)],
+        ops: vec![
+            put_op("{tx}a", v::int(0), None),
+            put_op("{tx}b", v::int(0), None),
+        ],
         ..Default::default()
     })
     .await
@@ -1351,7 +1368,7 @@ async fn readers_never_see_a_partial_transaction(b: Backend) {
     let writer = tokio::spawn(async move {
         for i in 1..=300i64 {
             w.transact(TransactRequest {
-                ops: vec![incr_op("a", i), incr_op("b", -i)],
+                ops: vec![incr_op("{tx}a", i), incr_op("{tx}b", -i)],
                 ..Default::default()
             })
             .await
@@ -1362,7 +1379,7 @@ async fn readers_never_see_a_partial_transaction(b: Backend) {
     while !writer.is_finished() {
         let r = c
             .batch_get(BatchGetRequest {
-                keys: vec!["a".into(), "b".into()],
+                keys: vec!["{tx}a".into(), "{tx}b".into()],
             })
             .await
             .unwrap()

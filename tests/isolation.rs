@@ -80,7 +80,7 @@ const TRICKY_PREFIXES: &[&str] = &[
     "\0",
 ];
 
-common::both_backends!(
+common::all_topologies!(
     another_tenants_keys_are_invisible_to_every_rpc,
     a_tenant_header_naming_another_tenant_is_permission_denied,
     missing_or_bad_credentials_are_unauthenticated,

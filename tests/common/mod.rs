@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod pki;
+pub mod topology;
 
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
@@ -107,6 +108,33 @@ macro_rules! both_backends {
 }
 #[allow(unused_imports)]
 pub(crate) use both_backends;
+
+/// Like `both_backends!`, plus a row for a Redis Cluster (`cluster::name`)
+/// and a Sentinel set (`sentinel::name`), both shared by the test run
+/// (`topology`), each test under its own key prefix.
+#[allow(unused_macros)]
+macro_rules! all_topologies {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Memory).await })*
+        }
+        mod redis {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Redis).await })*
+        }
+        mod cluster {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Cluster).await })*
+        }
+        mod sentinel {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Sentinel).await })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use all_topologies;
 
 /// How often the polling helpers look again. Tests never sleep to
 /// synchronise: they poll for the state they need, with a deadline of
@@ -229,6 +257,11 @@ impl RedisServer {
         unsafe { libc::kill(pid as i32, sig) };
     }
 
+    /// Whether the server process is running (not stopped by `stop`).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -304,6 +337,28 @@ impl TestRedis {
 pub enum Backend {
     Memory,
     Redis,
+    /// The run's shared Redis Cluster (`topology::shared_cluster`).
+    Cluster,
+    /// The run's shared Sentinel set (`topology::shared_sentinel`).
+    Sentinel,
+}
+
+/// Points `config` at a shared topology under a key prefix of its own.
+pub fn use_topology(backend: Backend, config: &mut Config) {
+    use state_service::config::RedisMode;
+    match backend {
+        Backend::Cluster => {
+            config.redis.redis_mode = RedisMode::Cluster;
+            config.redis.redis_url = Some(topology::shared_cluster().urls());
+        }
+        Backend::Sentinel => {
+            config.redis.redis_mode = RedisMode::Sentinel;
+            config.redis.redis_url = Some(topology::shared_sentinel());
+            config.redis.redis_master_name = Some(topology::MASTER_NAME.to_string());
+        }
+        Backend::Memory | Backend::Redis => return,
+    }
+    config.storage.key_prefix = topology::unique_key_prefix();
 }
 
 /// How a test client reaches a TLS server: the CA to trust and, for mTLS, a
@@ -332,11 +387,15 @@ impl TestServer {
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
         let redis = match backend {
-            Backend::Memory => None,
             Backend::Redis => Some(TestRedis::get()),
+            _ => None,
         };
         let url = redis.as_ref().map(|r| r.url());
-        Self::start_on(url, redis, tweak).await
+        Self::start_on(url, redis, |c| {
+            use_topology(backend, c);
+            tweak(c)
+        })
+        .await
     }
 
     /// Starts the service against `redis_url` (a redis the caller owns).
@@ -355,11 +414,15 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
         let redis = match backend {
-            Backend::Memory => None,
             Backend::Redis => Some(TestRedis::get()),
+            _ => None,
         };
         let url = redis.as_ref().map(|r| r.url());
-        Self::start_full(url, redis, Some(tls), tweak).await
+        Self::start_full(url, redis, Some(tls), |c| {
+            use_topology(backend, c);
+            tweak(c)
+        })
+        .await
     }
 
     /// The general form: `tls` says how the harness's own client connects.

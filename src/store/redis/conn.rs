@@ -10,6 +10,14 @@
 //! detached from the pool) and refilled through the pool, either by the next
 //! request that needs it or by the health loop, never by more than one task at
 //! a time and never more often than `RECONNECT_BACKOFF` while Redis is down.
+//!
+//! Topologies (--redis-mode, issue 12): a slot holds a `Link`, either a
+//! multiplexed connection to one server (standalone, or the master Sentinel
+//! names) or a redis-rs `ClusterConnection` (itself multiplexed over every
+//! master, routing each command by its keys' slot). A Sentinel pool asks the
+//! sentinels for the master on every connect, so a slot emptied after a
+//! failover reconnects to the new master; a cluster slot emptied after a
+//! node failure reconnects with a fresh slot map.
 
 use std::{
     sync::{
@@ -19,8 +27,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use deadpool_redis::{Pool, PoolError, Runtime, redis::aio::MultiplexedConnection};
-use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisError};
+use deadpool_redis::{Pool, Runtime, redis::aio::MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, RedisError, RedisFuture,
+    aio::ConnectionLike, cluster_async::ClusterConnection,
+};
 
 use crate::error::{Error, Result};
 
@@ -28,9 +39,22 @@ use crate::error::{Error, Result};
 /// instead of each trying to connect again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 
+/// Which Redis topology the service talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Topology {
+    /// One server at the one URL.
+    #[default]
+    Standalone,
+    /// A Redis Cluster; the URLs are seed nodes.
+    Cluster,
+    /// The master Sentinel names `master_name`; the URLs are the sentinels.
+    Sentinel { master_name: String },
+}
+
 /// Settings of the connection set.
 #[derive(Clone, Default)]
 pub struct ConnSettings {
+    pub topology: Topology,
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub pool_wait_timeout: Duration,
@@ -50,6 +74,7 @@ pub struct ConnSettings {
 impl std::fmt::Debug for ConnSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnSettings")
+            .field("topology", &self.topology)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("pool_wait_timeout", &self.pool_wait_timeout)
@@ -61,11 +86,110 @@ impl std::fmt::Debug for ConnSettings {
     }
 }
 
+/// A handle on a connection that requests clone: to one server, or to a
+/// whole cluster.
+#[derive(Clone)]
+pub enum Link {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Link::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// deadpool manager of cluster connections. deadpool-redis's own cluster
+/// manager builds its `ClusterClient` with redis-rs's default of 16 retries,
+/// and redis-rs retries every retryable error alike, a connection dropped
+/// after the command was sent included: a write whose outcome is unknown
+/// would be sent again (an increment applied twice). Ours sets no retries;
+/// `RedisStore::call` retries only replies that prove the command did not
+/// run (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY, a refused connection).
+pub struct ClusterManager {
+    client: redis::cluster::ClusterClient,
+}
+
+impl deadpool::managed::Manager for ClusterManager {
+    type Type = ClusterConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<ClusterConnection, RedisError> {
+        self.client.get_async_connection().await
+    }
+
+    async fn recycle(
+        &self,
+        _: &mut ClusterConnection,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<RedisError> {
+        // A ClusterConnection repairs its node connections itself; a broken
+        // one is detached by `invalidate`, never returned.
+        Ok(())
+    }
+}
+
+/// The pool behind the slots, by topology.
+enum Pools {
+    Single(Pool),
+    Sentinel(deadpool_redis::sentinel::Pool),
+    Cluster(deadpool::managed::Pool<ClusterManager>),
+}
+
+/// A pooled connection, by topology.
+pub enum Object {
+    Single(deadpool_redis::Connection),
+    Sentinel(deadpool_redis::sentinel::Connection),
+    Cluster(deadpool::managed::Object<ClusterManager>),
+}
+
+impl Object {
+    pub fn link(&self) -> Link {
+        match self {
+            Object::Single(c) => Link::Single((**c).clone()),
+            Object::Sentinel(c) => Link::Single((**c).clone()),
+            Object::Cluster(c) => Link::Cluster((**c).clone()),
+        }
+    }
+
+    /// Removes the connection from the pool for good (it is broken).
+    pub fn detach(self) {
+        match self {
+            Object::Single(c) => drop(deadpool_redis::Connection::take(c)),
+            Object::Sentinel(c) => drop(deadpool_redis::sentinel::Connection::take(c)),
+            Object::Cluster(c) => drop(deadpool::managed::Object::take(c)),
+        }
+    }
+}
+
 struct Slot {
     /// The handle requests clone; `None` while disconnected.
-    conn: Mutex<Option<(u64, MultiplexedConnection)>>,
+    conn: Mutex<Option<(u64, Link)>>,
     /// The pooled object owning the connection (kept checked out).
-    object: tokio::sync::Mutex<Option<deadpool_redis::Connection>>,
+    object: tokio::sync::Mutex<Option<Object>>,
     /// When the last reconnect failed, and why.
     last_failure: Mutex<Option<(Instant, String)>>,
 }
@@ -73,14 +197,15 @@ struct Slot {
 /// A handle on one slot's connection, for running commands and reporting
 /// failures back.
 pub struct Conn {
-    pub conn: MultiplexedConnection,
+    pub conn: Link,
     slot: usize,
     generation: u64,
 }
 
 /// The fixed set of multiplexed connections requests are spread over.
 pub struct Connections {
-    pool: Pool,
+    pool: Pools,
+    topology: Topology,
     slots: Vec<Slot>,
     next: AtomicUsize,
     generation: AtomicU64,
@@ -89,7 +214,54 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(url: &str, settings: &ConnSettings) -> Result<Self> {
+    /// A connection set over `urls` (one for standalone; seeds or sentinels
+    /// otherwise), with `settings.pool_size` slots.
+    pub fn new(urls: &[String], settings: &ConnSettings) -> Result<Self> {
+        let addr = urls
+            .iter()
+            .map(|u| super::redact_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let infos = urls
+            .iter()
+            .map(|u| Self::connection_info(u, settings))
+            .collect::<Result<Vec<_>>>()?;
+        let first = infos
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::invalid("--redis-url names no URL"))?;
+        let pool = match &settings.topology {
+            Topology::Standalone => Pools::Single(Self::single_pool(first, settings, &addr)?),
+            Topology::Cluster => Pools::Cluster(Self::cluster_pool(infos, settings, &addr)?),
+            Topology::Sentinel { master_name } => {
+                Pools::Sentinel(Self::sentinel_pool(urls, master_name, settings, &addr)?)
+            }
+        };
+        let slots = (0..settings.pool_size)
+            .map(|_| Slot {
+                conn: Mutex::new(None),
+                object: tokio::sync::Mutex::new(None),
+                last_failure: Mutex::new(None),
+            })
+            .collect();
+        Ok(Self {
+            pool,
+            topology: settings.topology.clone(),
+            slots,
+            next: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+            addr,
+        })
+    }
+
+    /// The topology these connections reach.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The connection info of one URL, with the credentials and TLS files
+    /// given apart from it.
+    fn connection_info(url: &str, settings: &ConnSettings) -> Result<ConnectionInfo> {
         let addr = super::redact_url(url);
         let mut info = url
             .into_connection_info()
@@ -126,6 +298,10 @@ impl Connections {
                 .get_connection_info()
                 .clone();
         }
+        Ok(info)
+    }
+
+    fn single_pool(info: ConnectionInfo, settings: &ConnSettings, addr: &str) -> Result<Pool> {
         // No response timeout inside redis-rs: every call is bounded by the
         // caller's own timeout (command timeout or gRPC deadline, whichever is
         // sooner), which also covers a Redis that accepts but never answers.
@@ -135,28 +311,104 @@ impl Connections {
         let manager = deadpool_redis::Manager::new_with_config(info, conn_config).map_err(|e| {
             Error::invalid(format!("invalid --redis-url for {addr}: {}", e.kind_str()))
         })?;
-        let pool = Pool::builder(manager)
+        Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(settings.connect_timeout))
             .wait_timeout(Some(settings.pool_wait_timeout))
             .recycle_timeout(Some(settings.connect_timeout))
             .build()
-            .map_err(|e| Error::internal(format!("building the Redis pool: {e}")))?;
-        let slots = (0..settings.pool_size)
-            .map(|_| Slot {
-                conn: Mutex::new(None),
-                object: tokio::sync::Mutex::new(None),
-                last_failure: Mutex::new(None),
-            })
-            .collect();
-        Ok(Self {
-            pool,
-            slots,
-            next: AtomicUsize::new(0),
-            generation: AtomicU64::new(1),
-            addr,
-        })
+            .map_err(|e| Error::internal(format!("building the Redis pool: {e}")))
+    }
+
+    fn cluster_pool(
+        infos: Vec<ConnectionInfo>,
+        settings: &ConnSettings,
+        addr: &str,
+    ) -> Result<deadpool::managed::Pool<ClusterManager>> {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+            .retries(0)
+            .connection_timeout(settings.connect_timeout);
+        if settings.tls_ca_pem.is_some() || settings.tls_client_pem.is_some() {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: settings.tls_client_pem.as_ref().map(|(cert, key)| {
+                    redis::ClientTlsConfig {
+                        client_cert: cert.clone(),
+                        client_key: key.clone(),
+                    }
+                }),
+                root_cert: settings.tls_ca_pem.clone(),
+            });
+        }
+        let client = builder.build().map_err(|e| {
+            Error::invalid(format!(
+                "invalid cluster seeds in --redis-url {addr}: {}",
+                e.kind_str()
+            ))
+        })?;
+        deadpool::managed::Pool::builder(ClusterManager { client })
+            .max_size(settings.pool_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .create_timeout(Some(settings.connect_timeout))
+            .wait_timeout(Some(settings.pool_wait_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| Error::internal(format!("building the Redis Cluster pool: {e}")))
+    }
+
+    fn sentinel_pool(
+        urls: &[String],
+        master_name: &str,
+        settings: &ConnSettings,
+        addr: &str,
+    ) -> Result<deadpool_redis::sentinel::Pool> {
+        use deadpool_redis::sentinel::{
+            Manager, SentinelNodeConnectionInfo, SentinelServerType, TlsMode,
+        };
+        // The sentinels' own credentials stay in their URLs; the data nodes
+        // use --redis-username / --redis-password, and TLS when the
+        // sentinels are reached over rediss://.
+        let tls = urls.iter().all(|u| u.starts_with("rediss://"));
+        let node = SentinelNodeConnectionInfo {
+            tls_mode: tls.then_some(TlsMode::Secure),
+            redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
+                db: 0,
+                username: settings.username.clone(),
+                password: settings.password.clone(),
+                protocol: deadpool_redis::ProtocolVersion::RESP2,
+            }),
+        };
+        let manager = Manager::new(
+            urls.iter().map(String::as_str).collect(),
+            master_name.to_string(),
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(|e| {
+            Error::invalid(format!(
+                "invalid sentinel URLs in --redis-url {addr}: {}",
+                e.kind_str()
+            ))
+        })?;
+        deadpool_redis::sentinel::Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(settings.connect_timeout))
+            .wait_timeout(Some(settings.pool_wait_timeout))
+            .recycle_timeout(Some(settings.connect_timeout))
+            .build()
+            .map_err(|e| Error::internal(format!("building the Sentinel pool: {e}")))
+    }
+
+    /// Checks a connection out of the pool for the caller alone (a write
+    /// followed by WAIT, which blocks its connection until replicas answer).
+    pub async fn exclusive(&self) -> Result<Object> {
+        let got = match &self.pool {
+            Pools::Single(p) => p.get().await.map(Object::Single),
+            Pools::Sentinel(p) => p.get().await.map(Object::Sentinel),
+            Pools::Cluster(p) => p.get().await.map(Object::Cluster),
+        };
+        got.map_err(|e| self.unavailable(describe_pool_error(&e)))
     }
 
     pub fn addr(&self) -> &str {
@@ -164,7 +416,11 @@ impl Connections {
     }
 
     pub fn pool_status(&self) -> deadpool_redis::Status {
-        self.pool.status()
+        match &self.pool {
+            Pools::Single(p) => p.status(),
+            Pools::Sentinel(p) => p.status(),
+            Pools::Cluster(p) => p.status(),
+        }
     }
 
     /// Number of slots that currently hold a connection.
@@ -208,6 +464,14 @@ impl Connections {
         }
     }
 
+    /// Empties every slot: the next requests reconnect (through Sentinel,
+    /// to whatever master it names now).
+    pub fn invalidate_all(&self) {
+        for slot in &self.slots {
+            *lock(&slot.conn) = None;
+        }
+    }
+
     /// Fills slot `slot` if it is empty and returns its connection.
     pub async fn reconnect(&self, slot_idx: usize) -> Result<Conn> {
         let slot = &self.slots[slot_idx];
@@ -227,12 +491,17 @@ impl Connections {
         }
         // Detach the dead connection from the pool so it is not recycled.
         if let Some(old) = object.take() {
-            drop(deadpool_redis::Connection::take(old));
+            old.detach();
         }
-        match self.pool.get().await {
+        let fresh = match &self.pool {
+            Pools::Single(p) => p.get().await.map(Object::Single),
+            Pools::Sentinel(p) => p.get().await.map(Object::Sentinel),
+            Pools::Cluster(p) => p.get().await.map(Object::Cluster),
+        };
+        match fresh {
             Ok(fresh) => {
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-                let conn: MultiplexedConnection = (*fresh).clone();
+                let conn = fresh.link();
                 *object = Some(fresh);
                 *lock(&slot.conn) = Some((generation, conn.clone()));
                 *lock(&slot.last_failure) = None;
@@ -276,9 +545,24 @@ impl Connections {
                 Err(_) => return Err(format!("connecting timed out after {timeout:?}")),
             },
         };
-        let mut c = conn.conn.clone();
-        let ping_cmd = redis::cmd("PING");
-        match tokio::time::timeout(timeout, ping_cmd.query_async::<String>(&mut c)).await {
+        let ping = async {
+            match conn.conn.clone() {
+                Link::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+                // One node at random: redis-rs sends a plain PING to every
+                // node and fails it when any one is down, while the cluster
+                // may still serve (health reads cluster_state instead).
+                Link::Cluster(mut c) => c
+                    .route_command(
+                        redis::cmd("PING"),
+                        redis::cluster_routing::RoutingInfo::SingleNode(
+                            redis::cluster_routing::SingleNodeRoutingInfo::Random,
+                        ),
+                    )
+                    .await
+                    .map(|_| String::new()),
+            }
+        };
+        match tokio::time::timeout(timeout, ping).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
@@ -332,7 +616,8 @@ pub fn truncate_at_char_boundary(s: &mut String, max: usize) {
     s.truncate(end);
 }
 
-fn describe_pool_error(e: &PoolError) -> String {
+fn describe_pool_error(e: &deadpool::managed::PoolError<RedisError>) -> String {
+    use deadpool::managed::PoolError;
     match e {
         PoolError::Timeout(_) => "timed out connecting".to_string(),
         PoolError::Backend(e) => describe_redis_error(e),

@@ -1,4 +1,5 @@
-//! The Redis backend (standalone Redis).
+//! The Redis backend: a standalone Redis, a Redis Cluster, or a master
+//! followed through Sentinel (`conn::Topology`, --redis-mode).
 //!
 //! Storage formats 2 and 3 (docs/design/storage-format.md): each key is one
 //! string, a fixed header (version, absolute expiry, and for keys that
@@ -44,7 +45,7 @@ use crate::{
     },
 };
 
-pub use conn::{ConnSettings, Connections, truncate_at_char_boundary};
+pub use conn::{ConnSettings, Connections, Link, Topology, truncate_at_char_boundary};
 
 /// Upper bound of SCAN calls behind one List page, so that a sparse prefix in
 /// a large keyspace returns a shorter page (with a token) instead of holding
@@ -62,6 +63,13 @@ const STAGE_MIN_BYTES: usize = 2048;
 /// How long a stage key outlives a lost STAGE call.
 const STAGE_GUARD_MS: &str = "60000";
 
+/// Backoff between retries of a command that Redis refused without running
+/// it (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY, refused connection) on a
+/// cluster or Sentinel set, doubled up to `RETRY_BACKOFF_MAX`, within the
+/// command timeout.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
 /// How a Redis store behaves, beyond its connections.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -69,11 +77,26 @@ pub struct StoreOptions {
     pub command_timeout: Duration,
     /// How long and how many request ids a key remembers.
     pub idempotency: Idempotency,
+    /// Replica acknowledgement of writes (--redis-wait-replicas); `None`:
+    /// a write is acknowledged once the master applied it.
+    pub wait: Option<WaitPolicy>,
+}
+
+/// Writes wait for this many replicas (`WAIT`) before they are
+/// acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitPolicy {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 /// The Redis-backed store.
 pub struct RedisStore {
     conns: Connections,
+    /// Connections checked out one write at a time when writes WAIT for
+    /// replicas: WAIT blocks its connection, and on the shared multiplexed
+    /// ones it would stall every request queued behind it.
+    wait_conns: Option<Connections>,
     options: StoreOptions,
     clocks: record::Clocks,
     /// Whether the current streak of failed clock readings was logged.
@@ -91,7 +114,7 @@ impl RedisStore {
     /// Prepares the store; no connection is made yet (the server starts even
     /// when Redis is down, and the health loop connects).
     pub fn new(
-        url: &str,
+        urls: &[String],
         settings: &ConnSettings,
         keyspace: Keyspace,
         options: StoreOptions,
@@ -99,8 +122,21 @@ impl RedisStore {
         use std::hash::{BuildHasher, Hasher};
         let mut nonce = std::collections::hash_map::RandomState::new().build_hasher();
         nonce.write_u64(record::local_us() as u64);
+        let wait_conns = match options.wait {
+            Some(_) => Some(Connections::new(
+                urls,
+                &ConnSettings {
+                    // Eight exclusive connections per shared one: writes
+                    // that wait hold theirs for a replication round trip.
+                    pool_size: settings.pool_size * 8,
+                    ..settings.clone()
+                },
+            )?),
+            None => None,
+        };
         Ok(Self {
-            conns: Connections::new(url, settings)?,
+            conns: Connections::new(urls, settings)?,
+            wait_conns,
             options,
             clocks: record::Clocks::default(),
             clock_warned: AtomicBool::new(false),
@@ -126,42 +162,162 @@ impl RedisStore {
         &self.conns
     }
 
-    /// Runs one Redis call on a slot's connection under the command timeout,
-    /// mapping failures to the crate's errors.
+    /// Runs one Redis read (or a write that needs no replica wait) under
+    /// the command timeout.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
+        F: Fn(Link) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let c = self.conns.get().await.inspect_err(|_| {
-            crate::metrics::redis_error("connection");
-        })?;
-        match tokio::time::timeout(self.options.command_timeout, f(c.conn.clone())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                let dropped = e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_unrecoverable_error();
-                if dropped {
-                    self.conns.invalidate(&c);
+        self.call_at(None, f).await
+    }
+
+    /// Runs one Redis call on a slot's connection under the command timeout,
+    /// mapping failures to the crate's errors. `write_slot`: the call
+    /// writes a key of this hash slot, and with --redis-wait-replicas it
+    /// goes through `call_waited`. On a cluster or Sentinel set, replies
+    /// that prove the command did not run are retried within the timeout;
+    /// nothing whose outcome is unknown is ever sent twice.
+    async fn call_at<T, F, Fut>(&self, write_slot: Option<u16>, f: F) -> Result<T>
+    where
+        F: Fn(Link) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        if let (Some(slot), Some(wait), Some(conns)) =
+            (write_slot, self.options.wait, &self.wait_conns)
+        {
+            return Box::pin(self.call_waited(conns, slot, wait, &f)).await;
+        }
+        let retrying = *self.conns.topology() != Topology::Standalone;
+        let deadline = tokio::time::Instant::now() + self.options.command_timeout;
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            let c = match self.conns.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    if retrying && Self::backoff(deadline, &mut backoff).await {
+                        continue;
+                    }
+                    crate::metrics::redis_error("connection");
+                    return Err(e);
                 }
-                let err = self.map_redis_error(e, dropped);
-                crate::metrics::redis_error(match &err {
-                    Error::Unavailable { .. } => "connection",
-                    Error::DeadlineExceeded { .. } => "timeout",
-                    Error::ResourceExhausted { .. } => "oom",
-                    _ => "other",
-                });
-                Err(err)
+            };
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(remaining, f(c.conn.clone())).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => {
+                    let dropped = e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal()
+                        || e.is_unrecoverable_error()
+                        || e.code() == Some("READONLY");
+                    if dropped {
+                        self.conns.invalidate(&c);
+                    }
+                    if retrying && not_executed(&e) && Self::backoff(deadline, &mut backoff).await {
+                        continue;
+                    }
+                    return Err(self.record_error(e, dropped));
+                }
+                Err(_) => {
+                    crate::metrics::redis_error("timeout");
+                    return Err(self.timeout_error(format!(
+                        "redis at {} did not answer within the command timeout",
+                        self.conns.addr()
+                    )));
+                }
             }
-            Err(_) => {
-                crate::metrics::redis_error("timeout");
-                Err(self.timeout_error(format!(
-                    "redis at {} did not answer within the command timeout",
-                    self.conns.addr()
-                )))
+        }
+    }
+
+    /// Sleeps one backoff step if the deadline leaves room for it and
+    /// another attempt; whether to try again.
+    async fn backoff(deadline: tokio::time::Instant, backoff: &mut Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        if now + *backoff * 2 >= deadline {
+            return false;
+        }
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(RETRY_BACKOFF_MAX);
+        true
+    }
+
+    /// Maps a failed call's error and counts it.
+    fn record_error(&self, e: RedisError, dropped: bool) -> Error {
+        let err = self.map_redis_error(e, dropped);
+        crate::metrics::redis_error(match &err {
+            Error::Unavailable { .. } => "connection",
+            Error::DeadlineExceeded { .. } => "timeout",
+            Error::ResourceExhausted { .. } => "oom",
+            _ => "other",
+        });
+        err
+    }
+
+    /// A write followed by `WAIT replicas timeout` on a connection checked
+    /// out for it alone (WAIT must follow the write on the same connection,
+    /// and blocks that connection until the replicas answer). Fewer
+    /// replicas than asked is UNAVAILABLE: the write was applied on the
+    /// master, but a failover may lose it.
+    async fn call_waited<T, F, Fut>(
+        &self,
+        conns: &Connections,
+        slot: u16,
+        wait: WaitPolicy,
+        f: &F,
+    ) -> Result<T>
+    where
+        F: Fn(Link) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let bound = self.options.command_timeout + wait.timeout;
+        let run = async {
+            let object = conns.exclusive().await?;
+            let link = object.link();
+            let value = match f(link.clone()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let dropped = e.is_io_error() || e.is_connection_dropped();
+                    if dropped {
+                        object.detach();
+                    }
+                    return Err(self.record_error(e, dropped));
+                }
+            };
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(wait.replicas).arg(wait.timeout.as_millis() as u64);
+            let acked: RedisResult<i64> = match link {
+                Link::Single(mut c) => cmd.query_async(&mut c).await,
+                Link::Cluster(mut c) => {
+                    use redis::cluster_routing::{
+                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+                    };
+                    c.route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                            slot,
+                            SlotAddr::Master,
+                        ))),
+                    )
+                    .await
+                    .and_then(|v| redis::from_redis_value(v).map_err(RedisError::from))
+                }
+            };
+            match acked {
+                Ok(n) if n >= i64::from(wait.replicas) => Ok(value),
+                Ok(n) => Err(self.conns.unavailable(format!(
+                    "a write was applied on the master but only {n} of {} replicas                      acknowledged it within {:?} (--redis-wait-replicas); a failover may lose it",
+                    wait.replicas, wait.timeout
+                ))),
+                Err(e) => Err(self.record_error(e, true)),
             }
+        };
+        match tokio::time::timeout(bound, run).await {
+            Ok(r) => r,
+            Err(_) => Err(self.timeout_error(format!(
+                "redis at {} did not answer a write and its WAIT within {bound:?}",
+                self.conns.addr()
+            ))),
         }
     }
 
@@ -194,9 +350,10 @@ impl RedisStore {
                     .into(),
                 retry_after: None,
             },
-            Some("LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN") => {
-                self.conns.unavailable(cause)
-            }
+            Some(
+                "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN" | "CLUSTERDOWN"
+                | "MOVED" | "ASK",
+            ) => self.conns.unavailable(cause),
             _ => Error::internal(format!(
                 "unexpected error from redis at {}: {cause}",
                 self.conns.addr()
@@ -204,18 +361,30 @@ impl RedisStore {
         }
     }
 
-    /// Runs a prepared script invocation.
-    async fn eval(&self, inv: redis::ScriptInvocation<'static>) -> Result<RValue> {
-        self.call(|mut c| async move { inv.invoke_async::<RValue>(&mut c).await })
-            .await
+    /// Runs a prepared script invocation; `write_slot` as in `call_at`.
+    async fn eval(
+        &self,
+        write_slot: Option<u16>,
+        inv: redis::ScriptInvocation<'static>,
+    ) -> Result<RValue> {
+        let inv = &inv;
+        self.call_at(write_slot, move |mut c| async move {
+            inv.invoke_async::<RValue>(&mut c).await
+        })
+        .await
     }
 
-    /// Runs a fast script; `None` when it aborted on a key of another Redis
-    /// type (WRONGTYPE, before writing anything) or answered SLOW: the op
-    /// goes to APPLY.
-    async fn eval_fast(&self, inv: redis::ScriptInvocation<'static>) -> Result<Option<RValue>> {
+    /// Runs a fast script that writes a key of `slot`; `None` when it
+    /// aborted on a key of another Redis type (WRONGTYPE, before writing
+    /// anything) or answered SLOW: the op goes to APPLY.
+    async fn eval_fast(
+        &self,
+        slot: u16,
+        inv: redis::ScriptInvocation<'static>,
+    ) -> Result<Option<RValue>> {
+        let inv = &inv;
         let reply = self
-            .call(|mut c| async move {
+            .call_at(Some(slot), move |mut c| async move {
                 match inv.invoke_async::<RValue>(&mut c).await {
                     Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
                     other => other.map(Some),
@@ -294,7 +463,8 @@ impl RedisStore {
                 .arg(digest)
                 .arg(fp);
         }
-        let reply = self.eval(inv).await?;
+        let slot = ops.first().map(|op| slot_of(&ns.storage_key(op.key())));
+        let reply = self.eval(Some(slot.unwrap_or(0)), inv).await?;
         let RValue::Array(mut parts) = reply else {
             return Err(unexpected("APPLY", &reply));
         };
@@ -346,7 +516,7 @@ impl RedisStore {
             if let Some(at) = expires_at {
                 inv.arg(at);
             }
-            self.eval_fast(inv).await?
+            self.eval_fast(slot_of(&key), inv).await?
         };
         let Some(reply) = reply else { return Ok(None) };
         match parse_op(&WriteOp::Put(op.clone()), &reply)?? {
@@ -385,8 +555,11 @@ impl RedisStore {
             .arg("PX")
             .arg(STAGE_GUARD_MS)
             .invoke_script(&inv);
+        let pipe = &pipe;
         let replies: Vec<RValue> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .call_at(Some(slot_of(key)), move |mut c| async move {
+                pipe.query_async(&mut c).await
+            })
             .await?;
         // The SET failing (out of memory) means nothing was staged: its
         // error is the answer (the script then found no stage and wrote
@@ -398,7 +571,7 @@ impl RedisStore {
             Some(RValue::ServerError(e)) if e.code() == "NOSCRIPT" => {
                 // The script cache was flushed (a restart or failover): the
                 // stage is in place; load the script and move it.
-                self.eval_fast(inv).await?
+                self.eval_fast(slot_of(key), inv).await?
             }
             Some(RValue::ServerError(e)) => {
                 let err: RedisError = e.clone().into();
@@ -419,7 +592,30 @@ impl RedisStore {
         Ok(reply.filter(|r| !is_tag(r, "SLOW")))
     }
 
-    /// One MGET for every key (atomic, so a consistent snapshot); fails as a
+    /// The indices of `storage_keys` grouped by hash slot, each with its
+    /// slot, in order of first appearance. Outside a cluster every key is in
+    /// one group (one round trip); on a cluster a multi-key command must stay
+    /// in one slot.
+    fn slot_groups(&self, storage_keys: &[String]) -> Vec<(u16, Vec<usize>)> {
+        if *self.conns.topology() != Topology::Cluster {
+            let slot = storage_keys.first().map_or(0, |k| slot_of(k));
+            return vec![(slot, (0..storage_keys.len()).collect())];
+        }
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        for (i, k) in storage_keys.iter().enumerate() {
+            let slot = slot_of(k);
+            let g = *index.entry(slot).or_insert_with(|| {
+                groups.push((slot, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        groups
+    }
+
+    /// One MGET for every key (atomic, so a consistent snapshot; on a
+    /// cluster, one MGET per slot, each a snapshot of its slot); fails as a
     /// whole if any key holds foreign data.
     async fn read_many(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<Option<Entry>>> {
         self.read_each(ns, keys).await?.into_iter().collect()
@@ -433,19 +629,36 @@ impl RedisStore {
         ns: &Namespace,
         keys: &[String],
     ) -> Result<Vec<Result<Option<Entry>>>> {
-        let mut cmd = redis::cmd("MGET");
-        for k in keys {
-            cmd.arg(ns.storage_key(k));
-        }
-        let replies: Vec<RValue> = self
-            .call(|mut c| async move { cmd.query_async(&mut c).await })
-            .await?;
-        if replies.len() != keys.len() {
-            return Err(Error::internal(format!(
-                "expected {} replies to MGET from redis, got {}",
-                keys.len(),
-                replies.len()
-            )));
+        let storage_keys: Vec<String> = keys.iter().map(|k| ns.storage_key(k)).collect();
+        // One MGET per slot group, sent concurrently (one group, so one
+        // round trip, except on a cluster).
+        let groups = self.slot_groups(&storage_keys);
+        let answers = futures::future::try_join_all(groups.iter().map(|(_, members)| {
+            let mut cmd = redis::cmd("MGET");
+            for &i in members {
+                cmd.arg(&storage_keys[i]);
+            }
+            async move {
+                let cmd = &cmd;
+                let replies: Vec<RValue> = self
+                    .call(move |mut c| async move { cmd.query_async(&mut c).await })
+                    .await?;
+                if replies.len() != members.len() {
+                    return Err(Error::internal(format!(
+                        "expected {} replies to MGET from redis, got {}",
+                        members.len(),
+                        replies.len()
+                    )));
+                }
+                Ok(replies)
+            }
+        }))
+        .await?;
+        let mut replies = vec![RValue::Nil; keys.len()];
+        for ((_, members), answer) in groups.iter().zip(answers) {
+            for (&i, reply) in members.iter().zip(answer) {
+                replies[i] = reply;
+            }
         }
         Ok(keys
             .iter()
@@ -462,16 +675,17 @@ impl RedisStore {
     /// deleted key's tombstone (then it is absent).
     async fn read_one(&self, ns: &Namespace, key: &str) -> Result<Option<Entry>> {
         let sk = ns.storage_key(key);
+        let sk = &sk;
         let reply = self
-            .call(|mut c| async move {
+            .call(move |mut c| async move {
                 match redis::cmd("GET")
-                    .arg(&sk)
+                    .arg(sk)
                     .query_async::<RValue>(&mut c)
                     .await
                 {
                     Err(e) if e.code() == Some("WRONGTYPE") => {
                         let tomb: bool = redis::cmd("HEXISTS")
-                            .arg(&sk)
+                            .arg(sk)
                             .arg("t")
                             .query_async(&mut c)
                             .await
@@ -517,7 +731,7 @@ impl RedisStore {
             .arg(record::expiry_digits(expires_at))
             .arg(if want_value { "v" } else { "" })
             .arg(expires_at.unwrap_or(0));
-        let reply = self.eval(inv).await?;
+        let reply = self.eval(Some(slot_of(&ns.storage_key(key))), inv).await?;
         let RValue::Array(parts) = &reply else {
             return Err(unexpected("RETIME", &reply));
         };
@@ -543,7 +757,7 @@ impl RedisStore {
         let mut inv = scripts::FLOOR.prepare_invoke();
         inv.key(self.floor_key.as_str())
             .arg(record::version_digits(self.clocks.floor_to_publish()));
-        let floor = self.eval(inv).await?;
+        let floor = self.eval(None, inv).await?;
         let floor = as_u64(&floor).ok_or_else(|| unexpected("FLOOR", &floor))?;
         self.clocks.observe_floor(floor);
         Ok(())
@@ -576,8 +790,12 @@ impl RedisStore {
                 ))
                 .arg(expires_at.map(|at| at.to_string()).unwrap_or_default());
         }
+        let slot = items
+            .first()
+            .map_or(0, |op| slot_of(&ns.storage_key(&op.key)));
+        let inv = &inv;
         let Some(reply) = self
-            .call(|mut c| async move {
+            .call_at(Some(slot), move |mut c| async move {
                 match inv.invoke_async::<RValue>(&mut c).await {
                     Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
                     other => other.map(Some),
@@ -642,6 +860,25 @@ impl RedisStore {
             })
             .collect()
     }
+}
+
+/// Whether an error proves that Redis did not run the command, so that
+/// sending it again cannot apply a write twice: a redirection or refusal
+/// (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY, MASTERDOWN, LOADING) or a
+/// connection that was never made. A connection dropped after sending is
+/// not one of them: the outcome is unknown and the client decides (with a
+/// request_id a retry is safe).
+fn not_executed(e: &RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN" | "LOADING")
+    ) || e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+}
+
+/// The hash slot of a storage key.
+fn slot_of(key: &str) -> u16 {
+    slot::slot_of(key.as_bytes())
 }
 
 /// Whether a reply is the status `{tag}` a script answers with.
@@ -829,17 +1066,18 @@ impl Store for RedisStore {
                 // A plain DEL: no script needed. It also removes a tombstone
                 // (its request ids end with it, as documented).
                 let sk = ns.storage_key(&op.key);
+                let sk = &sk;
                 let n: i64 = self
-                    .call(
-                        |mut c| async move { redis::cmd("DEL").arg(sk).query_async(&mut c).await },
-                    )
+                    .call_at(Some(slot_of(sk)), move |mut c| async move {
+                        redis::cmd("DEL").arg(sk).query_async(&mut c).await
+                    })
                     .await?;
                 return Ok(n > 0);
             }
+            let sk = ns.storage_key(&op.key);
             let mut inv = scripts::DELETE.prepare_invoke();
-            inv.key(ns.storage_key(&op.key))
-                .arg(condition_arg(op.condition));
-            if let Some(reply) = self.eval_fast(inv).await? {
+            inv.key(sk.as_str()).arg(condition_arg(op.condition));
+            if let Some(reply) = self.eval_fast(slot_of(&sk), inv).await? {
                 return match parse_op(&WriteOp::Delete(op), &reply)?? {
                     OpResult::Delete { deleted } => Ok(deleted),
                     other => Err(Error::internal(format!("DELETE answered {other:?}"))),
@@ -881,6 +1119,111 @@ impl Store for RedisStore {
         ns: &Namespace,
         items: Vec<PutOp>,
     ) -> Result<Vec<Result<u64, OpFailure>>> {
+        let storage_keys: Vec<String> = items.iter().map(|op| ns.storage_key(&op.key)).collect();
+        let groups = self.slot_groups(&storage_keys);
+        if groups.len() == 1 {
+            return self.batch_put_group(ns, items).await;
+        }
+        // A cluster: one BATCH (or APPLY) per slot, sent concurrently; an
+        // I/O error in any group fails the whole call (no partial answer is
+        // claimed, though other groups may have been written).
+        let answers = futures::future::try_join_all(groups.iter().map(|(_, members)| {
+            let sub: Vec<PutOp> = members.iter().map(|&i| items[i].clone()).collect();
+            self.batch_put_group(ns, sub)
+        }))
+        .await?;
+        let mut results: Vec<Option<Result<u64, OpFailure>>> = vec![None; items.len()];
+        for ((_, members), answer) in groups.iter().zip(answers) {
+            for (&i, r) in members.iter().zip(answer) {
+                results[i] = Some(r.map_err(|f| f.at(i)));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Error::internal("a batch item got no answer")))
+            .collect()
+    }
+
+    async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
+        let storage_keys: Vec<String> = keys.iter().map(|k| ns.storage_key(k)).collect();
+        let groups = self.slot_groups(&storage_keys);
+        let answers = futures::future::try_join_all(groups.iter().map(|(slot, members)| {
+            let mut pipe = redis::pipe();
+            for &i in members {
+                pipe.cmd("DEL").arg(&storage_keys[i]);
+            }
+            async move {
+                let pipe = &pipe;
+                self.call_at(Some(*slot), move |mut c| async move {
+                    pipe.query_async::<Vec<i64>>(&mut c).await
+                })
+                .await
+            }
+        }))
+        .await?;
+        let mut existed = vec![false; keys.len()];
+        for ((_, members), counts) in groups.iter().zip(answers) {
+            if counts.len() != members.len() {
+                return Err(Error::internal(
+                    "DEL pipeline answered a wrong number of replies",
+                ));
+            }
+            for (&i, n) in members.iter().zip(counts) {
+                existed[i] = n > 0;
+            }
+        }
+        Ok(existed)
+    }
+
+    async fn transact(
+        &self,
+        ns: &Namespace,
+        ops: Vec<WriteOp>,
+        request_id: Option<RequestId>,
+    ) -> Result<Vec<OpResult>> {
+        if *self.conns.topology() == Topology::Cluster
+            && let Some(first) = ops.first()
+        {
+            let slot = slot_of(&ns.storage_key(first.key()));
+            if let Some(op) = ops
+                .iter()
+                .find(|op| slot_of(&ns.storage_key(op.key())) != slot)
+            {
+                return Err(OpFailure::new(op.key(), FailureReason::CrossSlot, None).into());
+            }
+        }
+        self.transact_in_slot(ns, ops, request_id).await
+    }
+
+    async fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        limits: PageLimits,
+        cursor: Option<&[u8]>,
+        include_values: bool,
+    ) -> Result<ListPage> {
+        self.list_page(ns, prefix, limits, cursor, include_values)
+            .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.ping_topology().await
+    }
+
+    fn describe(&self) -> String {
+        format!("redis at {}", self.conns.addr())
+    }
+}
+
+/// Store-method bodies that the `Store` impl delegates to (kept in an
+/// inherent impl so that the cluster wrappers above stay short).
+impl RedisStore {
+    async fn batch_put_group(
+        &self,
+        ns: &Namespace,
+        items: Vec<PutOp>,
+    ) -> Result<Vec<Result<u64, OpFailure>>> {
         let mut seen = std::collections::HashSet::with_capacity(items.len());
         // A key that repeats goes to APPLY, which writes the items one after
         // the other (BATCH reads every header before its one MSET, so the
@@ -915,18 +1258,7 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("DEL").arg(ns.storage_key(k));
-        }
-        let counts: Vec<i64> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
-        Ok(counts.into_iter().map(|n| n > 0).collect())
-    }
-
-    async fn transact(
+    async fn transact_in_slot(
         &self,
         ns: &Namespace,
         ops: Vec<WriteOp>,
@@ -947,7 +1279,7 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn list(
+    async fn list_page(
         &self,
         ns: &Namespace,
         prefix: &str,
@@ -955,11 +1287,25 @@ impl Store for RedisStore {
         cursor: Option<&[u8]>,
         include_values: bool,
     ) -> Result<ListPage> {
-        let (mut scan, mut pending) = match cursor {
-            None => (Some(0), Vec::new()),
+        let cluster = *self.conns.topology() == Topology::Cluster;
+        let ListCursor {
+            mut scan,
+            mut pending,
+            mut walk,
+        } = match cursor {
+            None if cluster => ListCursor {
+                scan: Some(0),
+                pending: Vec::new(),
+                walk: Some(self.cluster_walk().await?),
+            },
+            None => ListCursor {
+                scan: Some(0),
+                pending: Vec::new(),
+                walk: None,
+            },
             Some(bytes) => ListCursor::decode(bytes)
-                .ok_or_else(|| Error::invalid("page_token is not valid for this listing"))?
-                .into_parts(),
+                .filter(|c| c.walk.is_some() == cluster)
+                .ok_or_else(|| Error::invalid("page_token is not valid for this listing"))?,
         };
         // Keys carried over from the previous page must still match; a forged
         // token cannot add anything outside the requested prefix.
@@ -986,30 +1332,56 @@ impl Store for RedisStore {
         let pattern = ns.scan_pattern(prefix);
         let full_prefix = ns.storage_key(prefix);
         let mut scans = 0;
-        while pending.is_empty()
-            && keys.len() < limit
-            && scans < MAX_SCANS_PER_PAGE
-            && let Some(c) = scan
-        {
+        loop {
+            // On a cluster, a master whose SCAN is complete hands over to
+            // the next one in the walk.
+            if scan.is_none()
+                && let Some(w) = walk.as_mut()
+                && let Some(next_node) = w.rest.pop()
+            {
+                w.node_slot = next_node;
+                w.node_id.clear();
+                scan = Some(0);
+            }
+            let Some(c) = scan else { break };
+            if !(pending.is_empty() && keys.len() < limit && scans < MAX_SCANS_PER_PAGE) {
+                break;
+            }
             let count = (limit - keys.len()).clamp(10, 1000);
-            let pat = pattern.clone();
-            let (next, batch): (u64, Vec<Vec<u8>>) = self
-                .call(|mut conn| async move {
-                    // TYPE string: a deleted key's tombstone (a hash) and
-                    // keys of other types are not the tenant's entries.
-                    redis::cmd("SCAN")
-                        .arg(c)
-                        .arg("MATCH")
-                        .arg(pat)
-                        .arg("COUNT")
-                        .arg(count)
-                        .arg("TYPE")
-                        .arg("string")
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
+            // TYPE string: a deleted key's tombstone (a hash) and keys of
+            // other types are not the tenant's entries.
+            let mut scan_cmd = redis::cmd("SCAN");
+            scan_cmd
+                .arg(c)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(count)
+                .arg("TYPE")
+                .arg("string");
             scans += 1;
+            let (next, batch) = match walk.as_mut() {
+                None => {
+                    let scan_cmd = &scan_cmd;
+                    self.call(move |mut conn| async move {
+                        scan_cmd.query_async::<(u64, Vec<Vec<u8>>)>(&mut conn).await
+                    })
+                    .await?
+                }
+                Some(w) => {
+                    let (id, next, batch) = self.cluster_scan(w.node_slot, &scan_cmd).await?;
+                    if !w.node_id.is_empty() && w.node_id != id {
+                        // Another node serves these slots now (a failover):
+                        // its SCAN cursors mean nothing to the old one's, so
+                        // its scan starts over rather than skip keys.
+                        w.node_id = id;
+                        scan = Some(0);
+                        continue;
+                    }
+                    w.node_id = id;
+                    (next, batch)
+                }
+            };
             scan = (next != 0).then_some(next);
             for storage_key in batch {
                 if !storage_key.starts_with(full_prefix.as_bytes()) {
@@ -1061,15 +1433,130 @@ impl Store for RedisStore {
                 .filter_map(|r| r.ok().flatten())
                 .collect();
         }
-        page.cursor =
-            (scan.is_some() || !pending.is_empty()).then(|| ListCursor { scan, pending }.encode());
+        let more_nodes = walk.as_ref().is_some_and(|w| !w.rest.is_empty());
+        page.cursor = (scan.is_some() || more_nodes || !pending.is_empty()).then(|| {
+            ListCursor {
+                scan,
+                pending,
+                walk,
+            }
+            .encode()
+        });
         page.keys = keys;
         Ok(page)
     }
 
+    /// The masters of the cluster to walk, each named by the lowest slot it
+    /// serves (a name that survives a failover: the promoted replica serves
+    /// the same slots).
+    async fn cluster_walk(&self) -> Result<ClusterWalk> {
+        let slots: RValue = self
+            .call(|c| async move {
+                let Link::Cluster(mut c) = c else {
+                    return Err(RedisError::from((
+                        redis::ErrorKind::Client,
+                        "not a cluster connection",
+                    )));
+                };
+                c.route_command(
+                    redis::cmd("CLUSTER").arg("SLOTS").to_owned(),
+                    redis::cluster_routing::RoutingInfo::SingleNode(
+                        redis::cluster_routing::SingleNodeRoutingInfo::Random,
+                    ),
+                )
+                .await
+            })
+            .await?;
+        // [[start, end, [ip, port, id], replicas…], …]
+        let mut firsts: std::collections::BTreeMap<Vec<u8>, u16> = Default::default();
+        let RValue::Array(ranges) = &slots else {
+            return Err(unexpected("CLUSTER SLOTS", &slots));
+        };
+        for range in ranges {
+            let RValue::Array(parts) = range else {
+                return Err(unexpected("CLUSTER SLOTS", range));
+            };
+            let (Some(RValue::Int(start)), Some(RValue::Array(master))) =
+                (parts.first(), parts.get(2))
+            else {
+                return Err(unexpected("CLUSTER SLOTS", range));
+            };
+            let id = master
+                .get(2)
+                .and_then(as_bytes)
+                .unwrap_or_default()
+                .to_vec();
+            let start = u16::try_from(*start).map_err(|_| unexpected("CLUSTER SLOTS", range))?;
+            let e = firsts.entry(id).or_insert(start);
+            *e = (*e).min(start);
+        }
+        let mut nodes: Vec<u16> = firsts.into_values().collect();
+        // Walked from the lowest slot; `rest` is popped from the end.
+        nodes.sort_unstable_by(|a, b| b.cmp(a));
+        let node_slot = nodes.pop().ok_or_else(|| {
+            self.conns
+                .unavailable("CLUSTER SLOTS lists no master".into())
+        })?;
+        Ok(ClusterWalk {
+            node_slot,
+            node_id: String::new(),
+            rest: nodes,
+        })
+    }
+
+    /// One SCAN step on the master serving `node_slot`, with that master's
+    /// node id (same connection, one round trip). An EXISTS on a key of
+    /// `node_slot` goes first: redis-rs sends a command whose node it cannot
+    /// reach to another node, and SCAN, which names no key, would then walk
+    /// that node's keys instead (measured: a listing across a failover
+    /// skipped a third of the keys); the EXISTS answers MOVED there, and the
+    /// call is retried once the slot map is current.
+    async fn cluster_scan(
+        &self,
+        node_slot: u16,
+        scan: &redis::Cmd,
+    ) -> Result<(String, u64, Vec<Vec<u8>>)> {
+        let probe = self
+            .keyspace
+            .internal(&format!("walk:{{{}}}", slot::tag_for_slot(node_slot)));
+        let probe = &probe;
+        self.call(move |c| async move {
+            use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+            let Link::Cluster(mut c) = c else {
+                return Err(RedisError::from((
+                    redis::ErrorKind::Client,
+                    "not a cluster connection",
+                )));
+            };
+            let mut pipe = redis::pipe();
+            pipe.cmd("EXISTS")
+                .arg(probe)
+                .cmd("CLUSTER")
+                .arg("MYID")
+                .add_command(scan.clone());
+            let replies = c
+                .route_pipeline(
+                    pipe,
+                    0,
+                    3,
+                    SingleNodeRoutingInfo::SpecificNode(Route::new(node_slot, SlotAddr::Master)),
+                )
+                .await?;
+            let mut replies = replies.into_iter();
+            if let Some(RValue::ServerError(e)) = replies.next() {
+                return Err(e.into());
+            }
+            let id: String = redis::from_redis_value(replies.next().unwrap_or(RValue::Nil))?;
+            let (next, batch): (u64, Vec<Vec<u8>>) =
+                redis::from_redis_value(replies.next().unwrap_or(RValue::Nil))?;
+            Ok((id, next, batch))
+        })
+        .await
+    }
+
     /// Pings every connection slot (reconnecting empty ones); up when at
-    /// least one answers.
-    async fn ping(&self) -> Result<()> {
+    /// least one answers and the topology has a writable master.
+    async fn ping_topology(&self) -> Result<()> {
         let (ok, last_err) = self.conns.check_all(self.health_timeout()).await;
         let status = self.conns.pool_status();
         crate::metrics::redis_pool(
@@ -1093,15 +1580,96 @@ impl Store for RedisStore {
                 ),
                 Err(_) => {}
             }
-            return Ok(());
+            return self.check_writable().await;
         }
         Err(self
             .conns
             .unavailable(last_err.unwrap_or_else(|| "no connection answered".into())))
     }
 
-    fn describe(&self) -> String {
-        format!("redis at {}", self.conns.addr())
+    /// Whether writes can succeed: a standalone URL or the master Sentinel
+    /// names must be a master (a demoted master or a stale DNS name is a
+    /// read-only replica, and every write would fail), a standalone URL must
+    /// not be a cluster node, and a cluster must say cluster_state:ok.
+    async fn check_writable(&self) -> Result<()> {
+        let timeout = self.health_timeout();
+        let probe = async {
+            match self.conns.topology() {
+                Topology::Cluster => {
+                    let info: String = self
+                        .call(|c| async move {
+                            let Link::Cluster(mut c) = c else {
+                                return Ok(RValue::Nil);
+                            };
+                            c.route_command(
+                                redis::cmd("CLUSTER").arg("INFO").to_owned(),
+                                redis::cluster_routing::RoutingInfo::SingleNode(
+                                    redis::cluster_routing::SingleNodeRoutingInfo::Random,
+                                ),
+                            )
+                            .await
+                        })
+                        .await
+                        .and_then(|v| {
+                            redis::from_redis_value(v).map_err(|_| Error::internal("CLUSTER INFO"))
+                        })?;
+                    if !info.contains("cluster_state:ok") {
+                        return Err(self.conns.unavailable(
+                            "the cluster reports cluster_state:fail (slots without a master)"
+                                .into(),
+                        ));
+                    }
+                    Ok(())
+                }
+                topology => {
+                    // HELLO without arguments describes the server (role,
+                    // mode) and needs only +@connection, which the
+                    // documented ACL grants (ROLE and INFO are @dangerous).
+                    let hello: RValue = self
+                        .call(|mut c| async move { redis::cmd("HELLO").query_async(&mut c).await })
+                        .await?;
+                    let field = |name: &str| -> Option<String> {
+                        let pairs: Vec<(&RValue, &RValue)> = match &hello {
+                            RValue::Array(items) => items
+                                .chunks(2)
+                                .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                                .collect(),
+                            RValue::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
+                            _ => Vec::new(),
+                        };
+                        pairs
+                            .into_iter()
+                            .find(|(k, _)| as_str(k) == Some(name))
+                            .and_then(|(_, v)| as_str(v).map(str::to_string))
+                    };
+                    if field("mode").as_deref() == Some("cluster") {
+                        return Err(self.conns.unavailable(
+                            "--redis-url points at a Redis Cluster node: start with \
+                             --redis-mode cluster"
+                                .into(),
+                        ));
+                    }
+                    if field("role").is_some_and(|r| r != "master") {
+                        if matches!(topology, Topology::Sentinel { .. }) {
+                            // Ask the sentinels again on the next request.
+                            self.conns.invalidate_all();
+                        }
+                        return Err(self.conns.unavailable(
+                            "the server is a read-only replica, not a master: writes would fail \
+                             (a demoted master, or a stale address)"
+                                .into(),
+                        ));
+                    }
+                    Ok(())
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(r) => r,
+            Err(_) => Err(self
+                .conns
+                .unavailable(format!("the role check timed out after {timeout:?}"))),
+        }
     }
 }
 
@@ -1111,21 +1679,38 @@ impl Store for RedisStore {
 struct ListCursor {
     scan: Option<u64>,
     pending: Vec<String>,
+    /// On a cluster: where the walk over the masters stands.
+    walk: Option<ClusterWalk>,
+}
+
+/// A listing's walk over a cluster's masters: the one being scanned (named
+/// by the lowest slot it served when the walk began, and by its node id once
+/// scanned) and those still to come.
+#[derive(Debug, Clone, PartialEq)]
+struct ClusterWalk {
+    node_slot: u16,
+    node_id: String,
+    rest: Vec<u16>,
 }
 
 impl ListCursor {
-    fn into_parts(self) -> (Option<u64>, Vec<String>) {
-        (self.scan, self.pending)
-    }
-
+    /// Tag byte: 0/1 standalone without/with a SCAN cursor, 2/3 the same on
+    /// a cluster, followed by the walk (node slot, node id, slots to come).
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        match self.scan {
-            Some(c) => {
-                out.push(1);
-                out.extend_from_slice(&c.to_le_bytes());
+        let tag = u8::from(self.scan.is_some()) + if self.walk.is_some() { 2 } else { 0 };
+        out.push(tag);
+        if let Some(w) = &self.walk {
+            out.extend_from_slice(&w.node_slot.to_le_bytes());
+            out.push(w.node_id.len().min(255) as u8);
+            out.extend_from_slice(&w.node_id.as_bytes()[..w.node_id.len().min(255)]);
+            out.extend_from_slice(&(w.rest.len() as u16).to_le_bytes());
+            for s in &w.rest {
+                out.extend_from_slice(&s.to_le_bytes());
             }
-            None => out.push(0),
+        }
+        if let Some(c) = self.scan {
+            out.extend_from_slice(&c.to_le_bytes());
         }
         for k in &self.pending {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -1134,18 +1719,41 @@ impl ListCursor {
         out
     }
 
-    fn decode(mut b: &[u8]) -> Option<Self> {
-        let scan = match b.split_first()? {
-            (0, rest) => {
-                b = rest;
-                None
-            }
-            (1, rest) => {
-                let (c, rest) = rest.split_first_chunk::<8>()?;
-                b = rest;
-                Some(u64::from_le_bytes(*c))
-            }
-            _ => return None,
+    fn decode(b: &[u8]) -> Option<Self> {
+        let (&tag, mut b) = b.split_first()?;
+        if tag > 3 {
+            return None;
+        }
+        let slot = |b: &mut &[u8]| -> Option<u16> {
+            let (s, rest) = b.split_first_chunk::<2>()?;
+            *b = rest;
+            Some(u16::from_le_bytes(*s)).filter(|s| *s < slot::SLOTS)
+        };
+        let walk = if tag >= 2 {
+            let node_slot = slot(&mut b)?;
+            let (&len, rest) = b.split_first()?;
+            let id = rest.get(..len as usize)?;
+            let node_id = String::from_utf8(id.to_vec()).ok()?;
+            b = &rest[len as usize..];
+            let (n, rest) = b.split_first_chunk::<2>()?;
+            b = rest;
+            let rest = (0..u16::from_le_bytes(*n))
+                .map(|_| slot(&mut b))
+                .collect::<Option<Vec<u16>>>()?;
+            Some(ClusterWalk {
+                node_slot,
+                node_id,
+                rest,
+            })
+        } else {
+            None
+        };
+        let scan = if tag % 2 == 1 {
+            let (c, rest) = b.split_first_chunk::<8>()?;
+            b = rest;
+            Some(u64::from_le_bytes(*c))
+        } else {
+            None
         };
         let mut pending = Vec::new();
         while !b.is_empty() {
@@ -1157,7 +1765,11 @@ impl ListCursor {
             pending.push(String::from_utf8(rest[..len].to_vec()).ok()?);
             b = &rest[len..];
         }
-        Some(Self { scan, pending })
+        Some(Self {
+            scan,
+            pending,
+            walk,
+        })
     }
 }
 
@@ -1195,6 +1807,7 @@ mod tests {
         let c = ListCursor {
             scan: Some(42),
             pending: vec!["a".into(), "日本".into()],
+            walk: None,
         };
         let back = ListCursor::decode(&c.encode()).unwrap();
         assert_eq!(back.scan, Some(42));
@@ -1202,6 +1815,24 @@ mod tests {
         assert!(ListCursor::decode(&[7]).is_none());
         assert!(ListCursor::decode(&[1, 0]).is_none());
         assert!(ListCursor::decode(&[0, 9, 0, 0, 0, b'x']).is_none());
+        let walk = ClusterWalk {
+            node_slot: 5461,
+            node_id: "abc".into(),
+            rest: vec![10923, 0],
+        };
+        for scan in [None, Some(7)] {
+            let c = ListCursor {
+                scan,
+                pending: vec!["k".into()],
+                walk: Some(walk.clone()),
+            };
+            let back = ListCursor::decode(&c.encode()).unwrap();
+            assert_eq!(back.scan, scan);
+            assert_eq!(back.walk.as_ref(), Some(&walk));
+            assert_eq!(back.pending, vec!["k".to_string()]);
+        }
+        // A slot out of range is refused.
+        assert!(ListCursor::decode(&[2, 0xff, 0xff, 0, 0, 0]).is_none());
     }
 
     #[test]
