@@ -26,6 +26,8 @@ pub const REDIS_POOL_CONNECTIONS: &str = "state_redis_pool_connections";
 pub const BACKEND_UP: &str = "state_backend_up";
 pub const BUILD_INFO: &str = "state_build_info";
 pub const CONFIG_RELOADS_TOTAL: &str = "state_config_reloads_total";
+pub const WATCHERS: &str = "state_watchers";
+pub const WATCHERS_ENDED_TOTAL: &str = "state_watchers_ended_total";
 
 /// Latency buckets in seconds: dense below 10 ms, where a healthy service lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -74,6 +76,11 @@ pub fn install(addr: SocketAddr, tenant_labels: bool) -> Result<(), String> {
     metrics::describe_counter!(
         CONFIG_RELOADS_TOTAL,
         "Reloads of the tenants file and TLS files by file and result (ok, error)"
+    );
+    metrics::describe_gauge!(WATCHERS, "Watch streams open on this instance");
+    metrics::describe_counter!(
+        WATCHERS_ENDED_TOTAL,
+        "Watch streams the server ended with RESYNC_REQUIRED, by cause"
     );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     INSTALLED.store(true, Ordering::Release);
@@ -211,6 +218,16 @@ pub fn redis_error(kind: &'static str) {
 pub fn config_reload(file: &'static str, ok: bool) {
     let result = if ok { "ok" } else { "error" };
     counter!(CONFIG_RELOADS_TOTAL, "file" => file, "result" => result).increment(1);
+}
+
+/// Adds `delta` to the open-watchers gauge.
+pub fn watchers(delta: i64) {
+    gauge!(WATCHERS).increment(delta as f64);
+}
+
+/// Counts a watcher the server ended with RESYNC_REQUIRED.
+pub fn watcher_ended(cause: &'static str) {
+    counter!(WATCHERS_ENDED_TOTAL, "cause" => cause).increment(1);
 }
 
 pub fn backend_up(up: bool) {

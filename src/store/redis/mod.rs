@@ -69,6 +69,9 @@ pub struct StoreOptions {
     pub command_timeout: Duration,
     /// How long and how many request ids a key remembers.
     pub idempotency: Idempotency,
+    /// The change feed's sizes; `None`: Watch is off and writes append
+    /// nothing.
+    pub feed: Option<crate::store::watch::FeedConfig>,
 }
 
 /// The Redis-backed store.
@@ -1065,6 +1068,15 @@ impl Store for RedisStore {
             (scan.is_some() || !pending.is_empty()).then(|| ListCursor { scan, pending }.encode());
         page.keys = keys;
         Ok(page)
+    }
+
+    async fn watch(
+        &self,
+        _ns: &Namespace,
+        _prefix: &str,
+        _from: Option<crate::store::watch::Cursor>,
+    ) -> Result<crate::store::watch::Subscription> {
+        Err(Error::WatchDisabled)
     }
 
     /// Pings every connection slot (reconnecting empty ones); up when at
