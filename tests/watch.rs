@@ -19,17 +19,7 @@ use state_service::{
 use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
-/// Until the Redis feed lands: the memory backend only.
-macro_rules! memory_backend {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Memory).await })*
-        }
-    };
-}
-
-memory_backend!(
+common::both_backends!(
     watch_sees_every_kind_of_write_in_version_order,
     watch_reports_expiries,
     watch_filters_by_prefix_and_omits_values_unless_asked,
@@ -561,4 +551,101 @@ async fn memory_expiry_events_follow_paused_time() {
     tokio::time::advance(Duration::from_secs(3)).await;
     let exp = sub.next().await.unwrap().unwrap();
     assert_eq!((exp.kind, exp.version), (EventKind::Expire, put.version));
+}
+
+/// Two service instances over one Redis: writes through one (and some
+/// through the other), watchers on both see the same events in the same
+/// per-key version order, expiries included, and a token from one instance
+/// resumes on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_over_one_redis_see_the_same_events() {
+    let redis = common::RedisServer::start();
+    let a = TestServer::start_on(Some(redis.url()), None, watch_on).await;
+    let b = TestServer::start_on(Some(redis.url()), None, watch_on).await;
+    let (mut ca, mut cb) = (a.client(), b.client());
+    let (mut wa, _) = open(&mut ca, req("", true, "")).await;
+    let (mut wb, _) = open(&mut cb, req("", true, "")).await;
+    let mut writes = 0;
+    for round in 0..5 {
+        for k in 0..4 {
+            let c = if k == 3 { &mut cb } else { &mut ca };
+            put(c, &format!("k{k}"), v::int(round)).await;
+            writes += 1;
+        }
+    }
+    c_put_with_ttl(&mut ca, "brief", 50).await;
+    ca.delete(DeleteRequest {
+        key: "k0".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Puts, the TTL put, its expiry and the delete (the expiry may come
+    // before or after the delete).
+    let n = writes + 3;
+    let ea = take(&mut wa, n).await;
+    let eb = take(&mut wb, n).await;
+    assert_per_key_version_order(&ea);
+    assert_eq!(
+        summary(&ea),
+        summary(&eb),
+        "both instances saw the same events"
+    );
+    assert_eq!(
+        ea.iter().filter(|e| e.kind() == Kind::Expire).count(),
+        1,
+        "the expiry is reported once"
+    );
+    // A token from instance A resumes on instance B, with nothing missed.
+    let token = ea[4].resume_token.clone();
+    let mut w = cb.watch(req("", true, &token)).await.unwrap().into_inner();
+    assert_eq!(next(&mut w).await.kind(), Kind::Started);
+    let rest = take(&mut w, n - 5).await;
+    assert_eq!(summary(&rest), summary(&ea[5..]));
+}
+
+async fn c_put_with_ttl(c: &mut Client, key: &str, ttl_ms: u64) -> u64 {
+    c.put_with_ttl(PutWithTtlRequest {
+        key: key.into(),
+        value: v::int(1),
+        ttl: ms(ttl_ms),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .version
+}
+
+/// A Redis that restarts without persistence lost the feed's history: open
+/// watchers end with RESYNC_REQUIRED (feed_lost), and so does a resume from
+/// a token issued before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_requires_resync() {
+    let mut redis = common::RedisServer::start();
+    let s = TestServer::start_on(Some(redis.url()), None, watch_on).await;
+    let mut c = s.client();
+    let (mut w, _) = open(&mut c, req("", false, "")).await;
+    put(&mut c, "k", v::int(1)).await;
+    let token = next(&mut w).await.resume_token;
+    redis.restart();
+    let status = loop {
+        match tokio::time::timeout(WAIT, w.message()).await.unwrap() {
+            Ok(Some(ev)) => panic!("unexpected event {ev:?}"),
+            Ok(None) => panic!("stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(resync_cause(&status), "feed_lost");
+    s.wait_serving(WAIT).await;
+    let status = loop {
+        match c.watch(req("", false, &token)).await {
+            Err(st) if st.code() == Code::Unavailable => {
+                tokio::time::sleep(common::POLL_INTERVAL).await;
+            }
+            Err(st) => break st,
+            Ok(_) => panic!("resumed across a data loss"),
+        }
+    };
+    assert_eq!(resync_cause(&status), "feed_lost");
 }

@@ -170,6 +170,7 @@ struct Slot {
 /// The watchers of one namespace, and how far the feed has been read for
 /// it (the Redis reader's position in the tenant's stream).
 struct Group {
+    ns: Namespace,
     cursor: Position,
     slots: Vec<Slot>,
 }
@@ -244,6 +245,7 @@ impl Hub {
             let next_id = inner.next_id;
             let new_group = !inner.groups.contains_key(&group_key);
             let group = inner.groups.entry(group_key.clone()).or_insert(Group {
+                ns: ns.clone(),
                 cursor: after,
                 slots: Vec::new(),
             });
@@ -360,11 +362,11 @@ impl Hub {
     }
 
     /// The namespaces with watchers and how far each was read.
-    pub fn cursors(&self) -> Vec<(String, Position)> {
+    pub fn cursors(&self) -> Vec<(Namespace, Position)> {
         self.lock()
             .groups
-            .iter()
-            .map(|(k, g)| (k.clone(), g.cursor))
+            .values()
+            .map(|g| (g.ns.clone(), g.cursor))
             .collect()
     }
 

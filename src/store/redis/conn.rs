@@ -81,6 +81,10 @@ pub struct Conn {
 /// The fixed set of multiplexed connections requests are spread over.
 pub struct Connections {
     pool: Pool,
+    /// What every connection is opened with (address, credentials, TLS),
+    /// for the dedicated connections of the change feed.
+    info: redis::ConnectionInfo,
+    connect_timeout: Duration,
     slots: Vec<Slot>,
     next: AtomicUsize,
     generation: AtomicU64,
@@ -132,9 +136,10 @@ impl Connections {
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(None);
-        let manager = deadpool_redis::Manager::new_with_config(info, conn_config).map_err(|e| {
-            Error::invalid(format!("invalid --redis-url for {addr}: {}", e.kind_str()))
-        })?;
+        let manager =
+            deadpool_redis::Manager::new_with_config(info.clone(), conn_config).map_err(|e| {
+                Error::invalid(format!("invalid --redis-url for {addr}: {}", e.kind_str()))
+            })?;
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)
@@ -152,6 +157,8 @@ impl Connections {
             .collect();
         Ok(Self {
             pool,
+            info,
+            connect_timeout: settings.connect_timeout,
             slots,
             next: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
@@ -161,6 +168,24 @@ impl Connections {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// A client opening connections outside the pool (same address,
+    /// credentials and TLS), for work that must not share the request
+    /// connections: a blocking XREAD would stall every request pipelined
+    /// behind it.
+    pub fn dedicated(&self) -> Result<(redis::Client, AsyncConnectionConfig)> {
+        let client = redis::Client::open(self.info.clone()).map_err(|e| {
+            Error::invalid(format!(
+                "invalid --redis-url {}: {}",
+                self.addr,
+                e.kind_str()
+            ))
+        })?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        Ok((client, config))
     }
 
     pub fn pool_status(&self) -> deadpool_redis::Status {

@@ -23,6 +23,7 @@
 //! writing) and the op goes to APPLY.
 
 mod conn;
+mod feed;
 pub mod record;
 pub mod scripts;
 pub mod slot;
@@ -88,6 +89,9 @@ pub struct RedisStore {
     stage_seq: AtomicU64,
     /// Makes stage keys unique across processes.
     stage_nonce: u64,
+    /// The change feed, when Watch is on: writes run the scripts' feed
+    /// variants and append their events.
+    feed: Option<feed::Feed>,
 }
 
 impl RedisStore {
@@ -102,8 +106,14 @@ impl RedisStore {
         use std::hash::{BuildHasher, Hasher};
         let mut nonce = std::collections::hash_map::RandomState::new().build_hasher();
         nonce.write_u64(record::local_us() as u64);
+        let conns = Connections::new(url, settings)?;
+        let feed = options
+            .feed
+            .map(|f| feed::Feed::start(&conns, keyspace.clone(), f, options.command_timeout))
+            .transpose()?;
         Ok(Self {
-            conns: Connections::new(url, settings)?,
+            conns,
+            feed,
             options,
             clocks: record::Clocks::default(),
             clock_warned: AtomicBool::new(false),
@@ -112,6 +122,22 @@ impl RedisStore {
             stage_seq: AtomicU64::new(0),
             stage_nonce: nonce.finish(),
         })
+    }
+
+    fn feed_on(&self) -> bool {
+        self.feed.is_some()
+    }
+
+    /// With the feed on, appends what the scripts' feed variants take last:
+    /// the tenant's feed keys and the history length.
+    fn feed_args(&self, inv: &mut redis::ScriptInvocation<'static>, ns: &Namespace) {
+        if let Some(feed) = &self.feed {
+            let keys = self.keyspace.feed_keys(ns);
+            inv.key(keys.stream)
+                .key(keys.expiries)
+                .key(keys.versions)
+                .arg(feed.shared.hub.config().history);
+        }
     }
 
     /// The clocks this store stamps writes with (tests observe them).
@@ -234,7 +260,7 @@ impl RedisStore {
         atomic: bool,
         tx: Option<(String, u64)>,
     ) -> redis::ScriptInvocation<'static> {
-        let mut inv = scripts::APPLY.prepare_invoke();
+        let mut inv = scripts::APPLY.get(self.feed_on()).prepare_invoke();
         let now = self.clocks.next_version();
         let idem = self.options.idempotency;
         let cutoff = now.saturating_sub(idem.window.as_micros() as u64);
@@ -297,6 +323,7 @@ impl RedisStore {
                 .arg(digest)
                 .arg(fp);
         }
+        self.feed_args(&mut inv, ns);
         let reply = self.eval(inv).await?;
         let RValue::Array(mut parts) = reply else {
             return Err(unexpected("APPLY", &reply));
@@ -340,15 +367,16 @@ impl RedisStore {
         let record = record::encode(now, expires_at, b"", &codec::encode(&op.value));
         let key = ns.storage_key(&op.key);
         let reply = if record.len() >= STAGE_MIN_BYTES {
-            self.stage(&key, record, now, expires_at).await?
+            self.stage(ns, &key, record, now, expires_at).await?
         } else {
-            let mut inv = scripts::PUT.prepare_invoke();
+            let mut inv = scripts::PUT.get(self.feed_on()).prepare_invoke();
             inv.key(key.as_str())
                 .arg(record)
                 .arg(record::version_digits(now));
             if let Some(at) = expires_at {
                 inv.arg(at);
             }
+            self.feed_args(&mut inv, ns);
             self.eval_fast(inv).await?
         };
         let Some(reply) = reply else { return Ok(None) };
@@ -363,6 +391,7 @@ impl RedisStore {
     /// passes through Lua.
     async fn stage(
         &self,
+        ns: &Namespace,
         key: &str,
         record: Vec<u8>,
         now: u64,
@@ -375,11 +404,12 @@ impl RedisStore {
             self.stage_seq.fetch_add(1, Ordering::Relaxed)
         ));
         let expiry = expires_at.map(|at| at.to_string()).unwrap_or_default();
-        let mut inv = scripts::STAGE.prepare_invoke();
+        let mut inv = scripts::STAGE.get(self.feed_on()).prepare_invoke();
         inv.key(key)
             .key(stage.as_str())
             .arg(record::version_digits(now))
             .arg(&expiry);
+        self.feed_args(&mut inv, ns);
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
             .cmd("SET")
@@ -515,11 +545,12 @@ impl RedisStore {
         expires_at: Option<u64>,
         want_value: bool,
     ) -> Result<Option<Vec<u8>>> {
-        let mut inv = scripts::RETIME.prepare_invoke();
+        let mut inv = scripts::RETIME.get(self.feed_on()).prepare_invoke();
         inv.key(ns.storage_key(key))
             .arg(record::expiry_digits(expires_at))
             .arg(if want_value { "v" } else { "" })
             .arg(expires_at.unwrap_or(0));
+        self.feed_args(&mut inv, ns);
         let reply = self.eval(inv).await?;
         let RValue::Array(parts) = &reply else {
             return Err(unexpected("RETIME", &reply));
@@ -563,7 +594,7 @@ impl RedisStore {
         items: &[PutOp],
     ) -> Result<Option<Vec<Option<Result<u64, OpFailure>>>>> {
         let now = self.clocks.next_version();
-        let mut inv = scripts::BATCH.prepare_invoke();
+        let mut inv = scripts::BATCH.get(self.feed_on()).prepare_invoke();
         inv.arg(record::version_digits(now));
         for op in items {
             let expires_at = match op.expiry {
@@ -579,6 +610,7 @@ impl RedisStore {
                 ))
                 .arg(expires_at.map(|at| at.to_string()).unwrap_or_default());
         }
+        self.feed_args(&mut inv, ns);
         let Some(reply) = self
             .call(|mut c| async move {
                 match inv.invoke_async::<RValue>(&mut c).await {
@@ -828,7 +860,9 @@ impl Store for RedisStore {
 
     async fn delete(&self, ns: &Namespace, op: DeleteOp) -> Result<bool> {
         if op.request_id.is_none() {
-            if op.condition == Condition::None {
+            // With the feed on, the delete must report the version it
+            // ends, which a plain DEL cannot: APPLY does.
+            if op.condition == Condition::None && !self.feed_on() {
                 // A plain DEL: no script needed. It also removes a tombstone
                 // (its request ids end with it, as documented).
                 let sk = ns.storage_key(&op.key);
@@ -839,14 +873,17 @@ impl Store for RedisStore {
                     .await?;
                 return Ok(n > 0);
             }
-            let mut inv = scripts::DELETE.prepare_invoke();
-            inv.key(ns.storage_key(&op.key))
-                .arg(condition_arg(op.condition));
-            if let Some(reply) = self.eval_fast(inv).await? {
-                return match parse_op(&WriteOp::Delete(op), &reply)?? {
-                    OpResult::Delete { deleted } => Ok(deleted),
-                    other => Err(Error::internal(format!("DELETE answered {other:?}"))),
-                };
+            if op.condition != Condition::None {
+                let mut inv = scripts::DELETE.get(self.feed_on()).prepare_invoke();
+                inv.key(ns.storage_key(&op.key))
+                    .arg(condition_arg(op.condition));
+                self.feed_args(&mut inv, ns);
+                if let Some(reply) = self.eval_fast(inv).await? {
+                    return match parse_op(&WriteOp::Delete(op), &reply)?? {
+                        OpResult::Delete { deleted } => Ok(deleted),
+                        other => Err(Error::internal(format!("DELETE answered {other:?}"))),
+                    };
+                }
             }
         }
         match self.apply_one(ns, WriteOp::Delete(op)).await? {
@@ -919,6 +956,31 @@ impl Store for RedisStore {
     }
 
     async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
+        if self.feed_on() {
+            // Each delete reports the version it ends: one APPLY call.
+            let ops: Vec<WriteOp> = keys
+                .iter()
+                .map(|k| {
+                    WriteOp::Delete(DeleteOp {
+                        key: k.clone(),
+                        condition: Condition::None,
+                        request_id: None,
+                    })
+                })
+                .collect();
+            let parts = self.apply(ns, &ops, false, None).await?;
+            return ops
+                .iter()
+                .zip(&parts)
+                .map(|(op, part)| match parse_op(op, part)? {
+                    Ok(OpResult::Delete { deleted }) => Ok(deleted),
+                    Ok(other) => Err(Error::internal(format!(
+                        "APPLY answered a batch delete with {other:?}"
+                    ))),
+                    Err(f) => Err(f.into()),
+                })
+                .collect();
+        }
         let mut pipe = redis::pipe();
         for k in keys {
             pipe.cmd("DEL").arg(ns.storage_key(k));
@@ -1072,11 +1134,14 @@ impl Store for RedisStore {
 
     async fn watch(
         &self,
-        _ns: &Namespace,
-        _prefix: &str,
-        _from: Option<crate::store::watch::Cursor>,
+        ns: &Namespace,
+        prefix: &str,
+        from: Option<crate::store::watch::Cursor>,
     ) -> Result<crate::store::watch::Subscription> {
-        Err(Error::WatchDisabled)
+        match &self.feed {
+            Some(feed) => feed.shared.open(ns, prefix, from).await,
+            None => Err(Error::WatchDisabled),
+        }
     }
 
     /// Pings every connection slot (reconnecting empty ones); up when at
