@@ -860,8 +860,6 @@ impl Store for RedisStore {
 
     async fn delete(&self, ns: &Namespace, op: DeleteOp) -> Result<bool> {
         if op.request_id.is_none() {
-            // With the feed on, the delete must report the version it
-            // ends, which a plain DEL cannot: APPLY does.
             if op.condition == Condition::None && !self.feed_on() {
                 // A plain DEL: no script needed. It also removes a tombstone
                 // (its request ids end with it, as documented).
@@ -873,16 +871,32 @@ impl Store for RedisStore {
                     .await?;
                 return Ok(n > 0);
             }
-            if op.condition != Condition::None {
-                let mut inv = scripts::DELETE.get(self.feed_on()).prepare_invoke();
-                inv.key(ns.storage_key(&op.key))
-                    .arg(condition_arg(op.condition));
-                self.feed_args(&mut inv, ns);
-                if let Some(reply) = self.eval_fast(inv).await? {
-                    return match parse_op(&WriteOp::Delete(op), &reply)?? {
-                        OpResult::Delete { deleted } => Ok(deleted),
-                        other => Err(Error::internal(format!("DELETE answered {other:?}"))),
-                    };
+            // With the feed on, an unconditional delete must report the
+            // version it ends, which a plain DEL cannot: it runs DELETE as
+            // "if it exists" (allow-oom like DEL: deleting is how memory is
+            // freed).
+            let unconditional = op.condition == Condition::None;
+            let condition = if unconditional {
+                Condition::IfExists
+            } else {
+                op.condition
+            };
+            let mut inv = scripts::DELETE.get(self.feed_on()).prepare_invoke();
+            inv.key(ns.storage_key(&op.key))
+                .arg(condition_arg(condition));
+            self.feed_args(&mut inv, ns);
+            if let Some(reply) = self.eval_fast(inv).await? {
+                match parse_op(&WriteOp::Delete(op.clone()), &reply)? {
+                    Ok(OpResult::Delete { deleted }) => return Ok(deleted),
+                    Ok(other) => return Err(Error::internal(format!("DELETE answered {other:?}"))),
+                    Err(f) if unconditional && f.reason == FailureReason::NotFound => {
+                        return Ok(false);
+                    }
+                    // Foreign data: APPLY deletes it, as DEL would.
+                    Err(f)
+                        if unconditional
+                            && matches!(f.reason, FailureReason::InvalidStoredValue { .. }) => {}
+                    Err(f) => return Err(f.into()),
                 }
             }
         }
@@ -957,29 +971,20 @@ impl Store for RedisStore {
 
     async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
         if self.feed_on() {
-            // Each delete reports the version it ends: one APPLY call.
-            let ops: Vec<WriteOp> = keys
-                .iter()
-                .map(|k| {
-                    WriteOp::Delete(DeleteOp {
+            // Each delete reports the version it ends: one DELETE script per
+            // key, sent together (pipelined on the connection, so still
+            // about one round trip).
+            return futures::future::try_join_all(keys.iter().map(|k| {
+                self.delete(
+                    ns,
+                    DeleteOp {
                         key: k.clone(),
                         condition: Condition::None,
                         request_id: None,
-                    })
-                })
-                .collect();
-            let parts = self.apply(ns, &ops, false, None).await?;
-            return ops
-                .iter()
-                .zip(&parts)
-                .map(|(op, part)| match parse_op(op, part)? {
-                    Ok(OpResult::Delete { deleted }) => Ok(deleted),
-                    Ok(other) => Err(Error::internal(format!(
-                        "APPLY answered a batch delete with {other:?}"
-                    ))),
-                    Err(f) => Err(f.into()),
-                })
-                .collect();
+                    },
+                )
+            }))
+            .await;
         }
         let mut pipe = redis::pipe();
         for k in keys {

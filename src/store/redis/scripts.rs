@@ -430,7 +430,8 @@ local function decide(i, s)
   end
   local failed = cond_fail(cond, s)
   if failed then return nil, failed, s.ver or '', '' end
-  if s.meta ~= '' then s.meta = prune(s.meta, MAX_IDS) end
+  -- A foreign key (s.bad: only an unconditional delete gets here) has no meta.
+  if s.meta and s.meta ~= '' then s.meta = prune(s.meta, MAX_IDS) end
   if kind == 'D' then
     local existed = s.exists and '1' or '0'
     local dv = next_ver(s)
