@@ -115,6 +115,7 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     #[command(flatten)]
     pub bounds: BoundsConfig,
+    pub watch: WatchConfig,
 }
 
 /// The process: where it listens, how it runs, logs and stops.
@@ -532,6 +533,42 @@ impl BoundsConfig {
 
 // ---- end of resource bounds -----------------------------------------------
 
+/// The Watch change feed (docs/design/watch.md).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Watch")]
+pub struct WatchConfig {
+    /// Enable the Watch RPC and its change feed. Off by default: with it on,
+    /// every write also appends an event to the feed (on Redis, an XADD in
+    /// the write's own script, and the event history costs Redis memory),
+    /// which a deployment that does not watch should not pay. Every instance
+    /// over one Redis must agree: a write through an instance without it
+    /// reaches no watcher.
+    #[arg(long, env = "STATE_WATCH", default_value_t = false)]
+    pub watch: bool,
+
+    /// Events kept for watchers that resume: per tenant on Redis (a stream
+    /// trimmed to about this length), in total on the memory backend. A
+    /// resume position older than this is FAILED_PRECONDITION
+    /// RESYNC_REQUIRED.
+    #[arg(long, env = "STATE_WATCH_HISTORY", default_value_t = 10_000)]
+    pub watch_history: usize,
+
+    /// Events buffered per watcher. A watcher that falls further behind is
+    /// ended with FAILED_PRECONDITION RESYNC_REQUIRED (cause slow_consumer)
+    /// instead of growing memory or slowing writers.
+    #[arg(long, env = "STATE_WATCH_BUFFER", default_value_t = 1024)]
+    pub watch_buffer: usize,
+
+    /// Most Watch streams open on this instance; beyond it Watch is
+    /// RESOURCE_EXHAUSTED (TOO_MANY_WATCHERS).
+    #[arg(long, env = "STATE_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
+
+    /// Most Watch streams one tenant may hold open on this instance.
+    #[arg(long, env = "STATE_MAX_WATCHERS_PER_TENANT", default_value_t = 1_000)]
+    pub max_watchers_per_tenant: usize,
+}
+
 /// Why the configuration cannot be used; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -572,6 +609,17 @@ impl Config {
             window: self.storage.idempotency_window,
             max_ids: self.storage.idempotency_max_ids,
         }
+    }
+
+    /// The feed's sizes when Watch is enabled.
+    pub fn feed(&self) -> Option<crate::store::watch::FeedConfig> {
+        let w = &self.watch;
+        w.watch.then_some(crate::store::watch::FeedConfig {
+            history: w.watch_history,
+            buffer: w.watch_buffer,
+            max_watchers: w.max_watchers,
+            max_watchers_per_tenant: w.max_watchers_per_tenant,
+        })
     }
 
     /// Checks values clap cannot check on its own.
@@ -748,6 +796,25 @@ impl Config {
             return Err(invalid(
                 "--redis-client-cert",
                 "--redis-client-cert and --redis-client-key must be given together",
+            ));
+        }
+        for (flag, n) in [
+            ("--watch-history", self.watch.watch_history),
+            ("--watch-buffer", self.watch.watch_buffer),
+            ("--max-watchers", self.watch.max_watchers),
+            (
+                "--max-watchers-per-tenant",
+                self.watch.max_watchers_per_tenant,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(flag, "must be at least 1"));
+            }
+        }
+        if self.watch.watch_buffer > 1_000_000 {
+            return Err(invalid(
+                "--watch-buffer",
+                "must be at most 1000000 (the buffer is allocated per watcher as it fills)",
             ));
         }
         if limits.default_page_size == 0 || limits.max_page_size == 0 {

@@ -106,6 +106,19 @@ pub enum Error {
     #[error("the server is shutting down")]
     ShuttingDown,
 
+    /// A Watch cannot continue without a gap: the client must re-List and
+    /// start a new Watch (FAILED_PRECONDITION: resuming from the same
+    /// position fails again).
+    #[error("{}", resync_message(*cause))]
+    ResyncRequired { cause: crate::store::watch::Resync },
+
+    /// Watch was called on a server running without --watch.
+    #[error(
+        "Watch is not enabled on this server: start it with --watch (STATE_WATCH=true), on \
+         every instance"
+    )]
+    WatchDisabled,
+
     /// The request's deadline or the backend command timeout passed. For a
     /// write the outcome is unknown. `detail` is for the log only.
     #[error("{message}")]
@@ -131,6 +144,8 @@ pub enum Exhaustion {
     TenantOverloaded,
     /// The backend's memory (Redis `maxmemory`, the memory backend's budget).
     BackendOutOfMemory,
+    /// The watcher limits (`--max-watchers`, `--max-watchers-per-tenant`).
+    TooManyWatchers,
 }
 
 impl Exhaustion {
@@ -140,6 +155,7 @@ impl Exhaustion {
             Exhaustion::Overloaded => "OVERLOADED",
             Exhaustion::TenantOverloaded => "TENANT_OVERLOADED",
             Exhaustion::BackendOutOfMemory => "BACKEND_OUT_OF_MEMORY",
+            Exhaustion::TooManyWatchers => "TOO_MANY_WATCHERS",
         }
     }
 }
@@ -213,7 +229,9 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied { .. } => Code::PermissionDenied,
             Error::ResourceExhausted { .. } | Error::OverBound { .. } => Code::ResourceExhausted,
-            Error::ResponseTooLarge { .. } => Code::FailedPrecondition,
+            Error::ResponseTooLarge { .. }
+            | Error::ResyncRequired { .. }
+            | Error::WatchDisabled => Code::FailedPrecondition,
             Error::Unavailable { .. } | Error::ShuttingDown => Code::Unavailable,
             Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Error::Internal { .. } => Code::Internal,
@@ -232,6 +250,8 @@ impl Error {
                 reason.as_str()
             }
             Error::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE",
+            Error::ResyncRequired { .. } => "RESYNC_REQUIRED",
+            Error::WatchDisabled => "WATCH_DISABLED",
             Error::Unavailable { .. } => "BACKEND_UNAVAILABLE",
             Error::ShuttingDown => "SHUTTING_DOWN",
             Error::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED",
@@ -294,6 +314,18 @@ impl Error {
             other => other,
         }
     }
+}
+
+fn resync_message(cause: crate::store::watch::Resync) -> String {
+    use crate::store::watch::Resync;
+    let why = match cause {
+        Resync::HistoryTrimmed => {
+            "the resume position is older than the history the server keeps (--watch-history)"
+        }
+        Resync::SlowConsumer => "this watcher fell more than --watch-buffer events behind the feed",
+        Resync::FeedLost => "the backend lost the feed's history (e.g. a Redis restart)",
+    };
+    format!("{why}; changes may have been missed: re-List the prefix and start a new Watch")
 }
 
 /// `--max-value-bytes` → `STATE_MAX_VALUE_BYTES`.
@@ -484,6 +516,9 @@ impl From<Error> for Status {
                 meta.insert("setting".to_string(), (*setting).to_string());
                 meta.insert("limit".to_string(), limit.to_string());
                 retry_after = *r;
+            }
+            Error::ResyncRequired { cause } => {
+                meta.insert("cause".to_string(), cause.as_str().to_string());
             }
             _ => {}
         }

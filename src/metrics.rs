@@ -29,6 +29,8 @@ pub const CONFIG_RELOADS_TOTAL: &str = "state_config_reloads_total";
 pub const CONNECTIONS_OPEN: &str = "state_connections_open";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "state_connections_refused_total";
 pub const BOUND_REFUSALS_TOTAL: &str = "state_bound_refusals_total";
+pub const WATCHERS: &str = "state_watchers";
+pub const WATCHERS_ENDED_TOTAL: &str = "state_watchers_ended_total";
 
 /// Latency buckets in seconds: dense below 10 ms, where a healthy service lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -90,6 +92,11 @@ pub fn install(addr: SocketAddr, tenant_labels: bool) -> Result<(), String> {
     metrics::describe_counter!(
         BOUND_REFUSALS_TOTAL,
         "Requests or streams refused by a resource bound, by the setting that bounds it"
+    );
+    metrics::describe_gauge!(WATCHERS, "Watch streams open on this instance");
+    metrics::describe_counter!(
+        WATCHERS_ENDED_TOTAL,
+        "Watch streams the server ended with RESYNC_REQUIRED, by cause"
     );
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     INSTALLED.store(true, Ordering::Release);
@@ -248,6 +255,16 @@ pub fn connection_refused(reason: &'static str) {
 /// flag, e.g. `--max-pending-request-bytes`).
 pub fn bound_refusal(setting: &'static str) {
     counter!(BOUND_REFUSALS_TOTAL, "setting" => setting).increment(1);
+}
+
+/// Adds `delta` to the open-watchers gauge.
+pub fn watchers(delta: i64) {
+    gauge!(WATCHERS).increment(delta as f64);
+}
+
+/// Counts a watcher the server ended with RESYNC_REQUIRED.
+pub fn watcher_ended(cause: &'static str) {
+    counter!(WATCHERS_ENDED_TOTAL, "cause" => cause).increment(1);
 }
 
 pub fn backend_up(up: bool) {

@@ -112,6 +112,7 @@ pub async fn run(
                     replicas: redis.redis_wait_replicas,
                     timeout: redis.redis_wait_timeout,
                 }),
+                feed: config.feed(),
             };
             let keyspace = Keyspace::new(config.storage.key_prefix.clone());
             let store = RedisStore::new(&split_urls(url), &settings, keyspace, options)
@@ -123,7 +124,10 @@ pub async fn run(
                 "no --redis-url given: using the embedded in-memory backend; state is neither \
                  shared between instances nor durable across restarts"
             );
-            let store = MemoryStore::new(config.storage.memory_max_bytes, config.idempotency());
+            let mut store = MemoryStore::new(config.storage.memory_max_bytes, config.idempotency());
+            if let Some(feed) = config.feed() {
+                store = store.with_feed(feed);
+            }
             serve(listener, config, security, Arc::new(store), shutdown).await
         }
     }
@@ -255,7 +259,7 @@ async fn serve<S: Store>(
         store.clone(),
         reporter.clone(),
         config.server.health_check_interval,
-        stopping_rx,
+        stopping_rx.clone(),
     ));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -289,7 +293,8 @@ async fn serve<S: Store>(
         Keyspace::new(config.storage.key_prefix.clone()),
         api_limits(&config),
         security.page_tokens.clone(),
-    );
+    )
+    .with_stopping(stopping_rx.clone());
     // tonic checks a message's length prefix against this before buffering
     // its body; api::http turns its answer into INVALID_ARGUMENT.
     let state_service = StateServiceServer::new(api)

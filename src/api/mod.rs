@@ -16,6 +16,7 @@ mod handlers;
 pub mod http;
 pub mod page_token;
 pub mod validate;
+mod watch;
 
 use std::{sync::Arc, time::Duration};
 
@@ -41,6 +42,9 @@ pub struct StateApi<S> {
     keyspace: Keyspace,
     limits: Limits,
     page_tokens: PageTokens,
+    /// Turns true when the server starts shutting down: open Watch streams
+    /// end then (the drain would otherwise wait for them).
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl<S: Store> StateApi<S> {
@@ -57,7 +61,14 @@ impl<S: Store> StateApi<S> {
             keyspace,
             limits,
             page_tokens,
+            stopping: None,
         }
+    }
+
+    /// Ends Watch streams with SHUTTING_DOWN once `stopping` turns true.
+    pub fn with_stopping(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 }
 
@@ -117,6 +128,17 @@ macro_rules! rpcs {
 
         #[tonic::async_trait]
         impl<S: Store> StateService for StateApi<S> {
+            type WatchStream = watch::WatchStream;
+
+            // Server streaming: admitted like the rows below, but the
+            // stream outlives the handler (api::watch).
+            async fn watch(
+                &self,
+                req: Request<pb::WatchRequest>,
+            ) -> Result<Response<Self::WatchStream>, Status> {
+                self.watch_rpc(req).await
+            }
+
             $(async fn $name(&self, mut req: Request<$req>) -> Result<Response<$resp>, Status> {
                 static METRICS: MethodMetrics = MethodMetrics::new($method);
                 let admitted = match req.extensions_mut().remove::<guard::Admitted>() {

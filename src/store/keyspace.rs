@@ -5,7 +5,16 @@
 //! ```text
 //! <key-prefix>:<tenant>:<client key>      a tenant's data
 //! <key-prefix>:#<name>…                   the service's own keys
+//! <key-prefix>:#feed:<tenant>             a tenant's change feed (Watch)
+//! <key-prefix>:#feed-exp, :#feed-ver      expiries the feed still has to report
 //! ```
+//!
+//! The feed's keys are decided here, not in the scripts: on a standalone
+//! Redis each tenant has one stream and the expiry index is shared. On a
+//! Redis Cluster a script may only touch keys of its data key's slot, so the
+//! same layout becomes one stream and one index per slot, named with
+//! `slot::tag_for_slot` (`FeedKeys::for_slot`): the reader then reads a
+//! tenant's streams on every master, and the scripts do not change.
 //!
 //! Tenant ids are `[A-Za-z0-9._-]{1,64}` (checked by `tenancy` before a
 //! namespace is built), so the first `:` after the key prefix always ends the
@@ -55,6 +64,35 @@ impl Keyspace {
         }
     }
 
+    /// The change feed's keys for writes of `ns` (standalone layout).
+    pub fn feed_keys(&self, ns: &Namespace) -> FeedKeys {
+        FeedKeys {
+            stream: self.internal(&format!("feed:{}", ns.tenant())),
+            expiries: self.internal("feed-exp"),
+            versions: self.internal("feed-ver"),
+        }
+    }
+
+    /// Where the feed's epoch lives: a random id that changes when Redis
+    /// loses the feed (restart without persistence), so that a resume
+    /// position from before is refused instead of skipping what was lost.
+    pub fn feed_epoch(&self) -> String {
+        self.internal("feed-epoch")
+    }
+
+    /// The namespace a storage key belongs to, if it is a tenant's key.
+    pub fn namespace_of(&self, storage_key: &[u8]) -> Option<Namespace> {
+        let rest = storage_key
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(b":")?;
+        let end = rest.iter().position(|&b| b == b':')?;
+        let tenant = std::str::from_utf8(&rest[..end]).ok()?;
+        if tenant.is_empty() || tenant.starts_with('#') {
+            return None;
+        }
+        Some(self.namespace(tenant))
+    }
+
     /// A key of the service's own (`<prefix>:#<name>`), outside every
     /// tenant's namespace.
     pub fn internal(&self, name: &str) -> String {
@@ -63,6 +101,31 @@ impl Keyspace {
         s.push_str(":#");
         s.push_str(name);
         s
+    }
+}
+
+/// The keys a write script with the feed on appends to: the tenant's
+/// stream, and the index of expiries the sweeper has yet to report (sorted
+/// set: storage key by expiry in ms; hash: storage key to version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedKeys {
+    pub stream: String,
+    pub expiries: String,
+    pub versions: String,
+}
+
+impl FeedKeys {
+    /// The Redis Cluster layout: the same keys, one set per hash slot,
+    /// carrying the slot's tag so that a script writing a key of `slot`
+    /// appends to keys of that slot.
+    pub fn for_slot(&self, slot: u16) -> FeedKeys {
+        let tag = super::redis::slot::tag_for_slot(slot);
+        let tagged = |k: &str| format!("{k}:{{{tag}}}");
+        FeedKeys {
+            stream: tagged(&self.stream),
+            expiries: tagged(&self.expiries),
+            versions: tagged(&self.versions),
+        }
     }
 }
 
@@ -137,6 +200,23 @@ mod tests {
         assert_eq!(
             ns.scan_pattern("k*?[]\\"),
             b"state:a:k\\*\\?\\[\\]\\\\*".to_vec()
+        );
+    }
+
+    #[test]
+    fn feed_keys_are_internal_and_tenants_are_found_from_storage_keys() {
+        let ks = Keyspace::new("state");
+        let ns = ks.namespace("a");
+        let keys = ks.feed_keys(&ns);
+        assert_eq!(keys.stream, "state:#feed:a");
+        assert_eq!(ks.namespace_of(b"state:a:x:y"), Some(ns));
+        assert_eq!(ks.namespace_of(keys.stream.as_bytes()), None);
+        assert_eq!(ks.namespace_of(b"other:a:x"), None);
+        let slot = super::super::redis::slot::slot_of(b"k");
+        let tagged = keys.for_slot(slot);
+        assert_eq!(
+            super::super::redis::slot::slot_of(tagged.stream.as_bytes()),
+            slot
         );
     }
 

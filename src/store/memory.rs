@@ -14,12 +14,20 @@
 //! (Redis counts a command's own buffers into its memory, so near the limit
 //! it too refuses a large write while a small one may still pass.)
 //!
+//! The change feed (`--watch`) lives under the same lock: every commit
+//! appends its events to a bounded history and offers them to the watchers
+//! (`watch::Hub`) before the lock is released, so events are in commit
+//! order and a watcher that registers sees each change exactly once, from
+//! the history or live. Expired keys produce their EXPIRE event when the
+//! sweeper removes them, or — if a write comes first — right before that
+//! write's event.
+//!
 //! Request ids are remembered as on Redis: with the item they were written
 //! for (at most `max_ids` per key, none older than the window), and after a
 //! delete that carried one in a tombstone that lives for the window.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     ops::Bound,
     sync::{Arc, Mutex, MutexGuard, Weak},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -35,6 +43,7 @@ use crate::{
         Condition, DeleteOp, Entry, Expiry, Idempotency, IncrementOp, Incremented, ListPage,
         Namespace, OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, next_version,
         transaction_fingerprint, type_name,
+        watch::{Cursor, Event, EventKind, FeedConfig, Hub, Position, Resync, Subscription},
     },
 };
 
@@ -124,6 +133,63 @@ struct State {
     high_water: u64,
     /// Request ids of deleted keys.
     tombs: HashMap<String, Tomb>,
+    /// The change feed, when Watch is enabled.
+    feed: Option<Feed>,
+}
+
+/// The memory store's change feed: one history for every tenant.
+#[derive(Debug)]
+struct Feed {
+    hub: Arc<Hub>,
+    /// The newest events, oldest first (at most `FeedConfig::history`).
+    history: VecDeque<Arc<Event>>,
+    /// Position of the newest event (0: none yet).
+    seq: u64,
+    /// Tells this store's positions from another's (a restarted process).
+    epoch: u64,
+}
+
+impl Feed {
+    fn emit(&mut self, kind: EventKind, key: &str, item: &Item, now: Instant, with_value: bool) {
+        self.seq += 1;
+        let ev = Arc::new(Event {
+            kind,
+            storage_key: key.to_string(),
+            version: item.version,
+            value: with_value.then(|| item.value.clone()),
+            ttl: if with_value {
+                remaining(item, now)
+            } else {
+                None
+            },
+            position: Position {
+                ms: 0,
+                seq: self.seq,
+            },
+        });
+        if self.history.len() >= self.hub.config().history.max(1) {
+            self.history.pop_front();
+        }
+        self.history.push_back(ev.clone());
+        self.hub.publish_any(&ev);
+    }
+
+    /// The events a change of `key` from `old` to `new` makes: an EXPIRE
+    /// for an old item whose TTL ran out unseen, then a PUT or a DELETE.
+    fn change(&mut self, key: &str, old: Option<&Item>, new: Option<&Item>, now: Instant) {
+        let old = match old {
+            Some(o) if !o.live(now) => {
+                self.emit(EventKind::Expire, key, o, now, false);
+                None
+            }
+            other => other,
+        };
+        match (old, new) {
+            (_, Some(n)) => self.emit(EventKind::Put, key, n, now, true),
+            (Some(o), None) => self.emit(EventKind::Delete, key, o, now, false),
+            (None, None) => {}
+        }
+    }
 }
 
 impl State {
@@ -168,6 +234,20 @@ impl MemoryStore {
             budget,
             idempotency,
         }
+    }
+
+    /// Turns the change feed on (Watch), sized by `config`.
+    pub fn with_feed(self, config: FeedConfig) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(now_micros());
+        self.lock().feed = Some(Feed {
+            hub: Arc::new(Hub::new(config)),
+            history: VecDeque::new(),
+            seq: 0,
+            epoch: h.finish(),
+        });
+        self
     }
 
     /// Number of stored entries, including expired ones not yet swept.
@@ -227,7 +307,11 @@ async fn sweep(state: Weak<Mutex<State>>) {
             .map(|(k, _)| k.clone())
             .collect();
         for k in expired {
-            st.remove(&k);
+            if let Some(old) = st.remove(&k)
+                && let Some(feed) = &mut st.feed
+            {
+                feed.change(&k, Some(&old), None, now);
+            }
         }
         st.tombs.retain(|_, t| t.expires_at > now);
     }
@@ -514,9 +598,16 @@ impl<'a> Overlay<'a> {
     }
 }
 
-fn commit(state: &mut State, (changes, high_water): (HashMap<String, Change>, u64)) {
+fn commit(state: &mut State, (changes, high_water): (HashMap<String, Change>, u64), now: Instant) {
     state.high_water = state.high_water.max(high_water);
     for (key, change) in changes {
+        if let Some(feed) = &mut state.feed {
+            let new = match &change {
+                Change::Present(item) => Some(item),
+                Change::Absent(_) => None,
+            };
+            feed.change(&key, state.map.get(&key), new, now);
+        }
         match change {
             Change::Present(item) => {
                 state.tombs.remove(&key);
@@ -552,7 +643,7 @@ impl MemoryStore {
         let mut overlay = Overlay::new(&state, now, self.idempotency);
         let result = f(&mut overlay)?;
         let parts = overlay.into_parts();
-        commit(&mut state, parts);
+        commit(&mut state, parts, now);
         Ok(result)
     }
 }
@@ -663,7 +754,7 @@ impl Store for MemoryStore {
             let mut overlay = Overlay::new(&state, now, self.idempotency);
             let result = overlay.put(ns.storage_key(&op.key), &op, fp);
             let parts = overlay.into_parts();
-            commit(&mut state, parts);
+            commit(&mut state, parts, now);
             results.push(result.map_err(|f| f.at(i)));
         }
         Ok(results)
@@ -675,9 +766,12 @@ impl Store for MemoryStore {
         Ok(keys
             .iter()
             .map(|k| {
-                state
-                    .remove(&ns.storage_key(k))
-                    .is_some_and(|i| i.live(now))
+                let key = ns.storage_key(k);
+                let old = state.remove(&key);
+                if let (Some(feed), Some(o)) = (&mut state.feed, &old) {
+                    feed.change(&key, Some(o), None, now);
+                }
+                old.is_some_and(|i| i.live(now))
             })
             .collect())
     }
@@ -773,6 +867,59 @@ impl Store for MemoryStore {
             page.cursor = last.map(String::into_bytes);
         }
         Ok(page)
+    }
+
+    async fn watch(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        from: Option<Cursor>,
+    ) -> Result<Subscription> {
+        let state = self.lock();
+        let Some(feed) = &state.feed else {
+            return Err(Error::WatchDisabled);
+        };
+        let head = Position {
+            ms: 0,
+            seq: feed.seq,
+        };
+        let start = match from {
+            None => head,
+            Some(c) if c.epoch != feed.epoch || c.position.seq > feed.seq => {
+                return Err(Resync::FeedLost.error());
+            }
+            Some(c) => {
+                // Every event after the start must still be in the history.
+                let oldest = feed
+                    .history
+                    .front()
+                    .map_or(feed.seq + 1, |e| e.position.seq);
+                if c.position.seq + 1 < oldest {
+                    return Err(Resync::HistoryTrimmed.error());
+                }
+                c.position
+            }
+        };
+        let full = ns.storage_key(prefix);
+        let backlog: Vec<Result<Arc<Event>>> = feed
+            .history
+            .iter()
+            .filter(|e| e.position > start && e.storage_key.starts_with(&full))
+            .map(|e| Ok(e.clone()))
+            .collect();
+        // Registered under the store's lock: every later commit reaches the
+        // watcher live, every earlier one is in the backlog.
+        let live = feed.hub.clone().register(ns, prefix, head)?.live;
+        let backlog = (!backlog.is_empty())
+            .then(|| Box::pin(futures::stream::iter(backlog)) as crate::store::watch::Backlog);
+        Ok(Subscription::new(
+            Cursor {
+                epoch: feed.epoch,
+                position: start,
+            },
+            backlog,
+            live,
+        ))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -21,6 +21,7 @@ pub mod codec;
 pub mod keyspace;
 pub mod memory;
 pub mod redis;
+pub mod watch;
 
 pub use keyspace::{Keyspace, Namespace};
 pub use memory::MemoryStore;
@@ -375,6 +376,21 @@ pub trait Store: Send + Sync + 'static {
         cursor: Option<&[u8]>,
         include_values: bool,
     ) -> impl Future<Output = Result<ListPage>> + Send;
+
+    /// Subscribes to the changes of the keys under `prefix` (the change feed,
+    /// `watch`): from `from` (the position after the last event the watcher
+    /// saw; `None`: from now). The subscription yields every change after
+    /// its start in feed order (per key, in version order), or ends with
+    /// RESYNC_REQUIRED when it cannot (history trimmed or lost, the watcher
+    /// too slow). WATCH_DISABLED when the feed is off. Redis: one round trip
+    /// to find the start (plus the replay, paged); live events come from the
+    /// instance's one feed reader.
+    fn watch(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        from: Option<watch::Cursor>,
+    ) -> impl Future<Output = Result<watch::Subscription>> + Send;
 
     /// Whether the backend can serve right now (drives grpc.health.v1); the
     /// error says why not, for the operator's log.

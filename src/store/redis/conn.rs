@@ -206,6 +206,11 @@ pub struct Conn {
 pub struct Connections {
     pool: Pools,
     topology: Topology,
+    /// What every connection to the first URL is opened with (address,
+    /// credentials, TLS), for the dedicated connections of the change feed
+    /// (standalone only).
+    info: ConnectionInfo,
+    connect_timeout: Duration,
     slots: Vec<Slot>,
     next: AtomicUsize,
     generation: AtomicU64,
@@ -231,7 +236,9 @@ impl Connections {
             .cloned()
             .ok_or_else(|| Error::invalid("--redis-url names no URL"))?;
         let pool = match &settings.topology {
-            Topology::Standalone => Pools::Single(Self::single_pool(first, settings, &addr)?),
+            Topology::Standalone => {
+                Pools::Single(Self::single_pool(first.clone(), settings, &addr)?)
+            }
             Topology::Cluster => Pools::Cluster(Self::cluster_pool(infos, settings, &addr)?),
             Topology::Sentinel { master_name } => {
                 Pools::Sentinel(Self::sentinel_pool(urls, master_name, settings, &addr)?)
@@ -246,6 +253,8 @@ impl Connections {
             .collect();
         Ok(Self {
             pool,
+            info: first,
+            connect_timeout: settings.connect_timeout,
             topology: settings.topology.clone(),
             slots,
             next: AtomicUsize::new(0),
@@ -413,6 +422,24 @@ impl Connections {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// A client opening connections outside the pool (same address,
+    /// credentials and TLS), for work that must not share the request
+    /// connections: a blocking XREAD would stall every request pipelined
+    /// behind it.
+    pub fn dedicated(&self) -> Result<(redis::Client, AsyncConnectionConfig)> {
+        let client = redis::Client::open(self.info.clone()).map_err(|e| {
+            Error::invalid(format!(
+                "invalid --redis-url {}: {}",
+                self.addr,
+                e.kind_str()
+            ))
+        })?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        Ok((client, config))
     }
 
     pub fn pool_status(&self) -> deadpool_redis::Status {

@@ -24,6 +24,7 @@
 //! writing) and the op goes to APPLY.
 
 mod conn;
+mod feed;
 pub mod record;
 pub mod scripts;
 pub mod slot;
@@ -77,6 +78,9 @@ pub struct StoreOptions {
     pub command_timeout: Duration,
     /// How long and how many request ids a key remembers.
     pub idempotency: Idempotency,
+    /// The change feed's sizes; `None`: Watch is off and writes append
+    /// nothing.
+    pub feed: Option<crate::store::watch::FeedConfig>,
     /// Replica acknowledgement of writes (--redis-wait-replicas); `None`:
     /// a write is acknowledged once the master applied it.
     pub wait: Option<WaitPolicy>,
@@ -108,6 +112,9 @@ pub struct RedisStore {
     stage_seq: AtomicU64,
     /// Makes stage keys unique across processes.
     stage_nonce: u64,
+    /// The change feed, when Watch is on: writes run the scripts' feed
+    /// variants and append their events.
+    feed: Option<feed::Feed>,
 }
 
 impl RedisStore {
@@ -134,9 +141,24 @@ impl RedisStore {
             )?),
             None => None,
         };
+        let conns = Connections::new(urls, settings)?;
+        if options.feed.is_some() && !matches!(conns.topology(), Topology::Standalone) {
+            // The feed appends to one stream per tenant from the write's own
+            // script, which a Cluster refuses (another slot) and a Sentinel
+            // failover would lose; the design for both is in
+            // docs/design/watch.md.
+            return Err(Error::invalid(
+                "--watch works with --redis-mode standalone (and the memory backend) only, for now",
+            ));
+        }
+        let feed = options
+            .feed
+            .map(|f| feed::Feed::start(&conns, keyspace.clone(), f, options.command_timeout))
+            .transpose()?;
         Ok(Self {
-            conns: Connections::new(urls, settings)?,
+            conns,
             wait_conns,
+            feed,
             options,
             clocks: record::Clocks::default(),
             clock_warned: AtomicBool::new(false),
@@ -145,6 +167,22 @@ impl RedisStore {
             stage_seq: AtomicU64::new(0),
             stage_nonce: nonce.finish(),
         })
+    }
+
+    fn feed_on(&self) -> bool {
+        self.feed.is_some()
+    }
+
+    /// With the feed on, appends what the scripts' feed variants take last:
+    /// the tenant's feed keys and the history length.
+    fn feed_args(&self, inv: &mut redis::ScriptInvocation<'static>, ns: &Namespace) {
+        if let Some(feed) = &self.feed {
+            let keys = self.keyspace.feed_keys(ns);
+            inv.key(keys.stream)
+                .key(keys.expiries)
+                .key(keys.versions)
+                .arg(feed.shared.hub.config().history);
+        }
     }
 
     /// The clocks this store stamps writes with (tests observe them).
@@ -400,7 +438,7 @@ impl RedisStore {
         atomic: bool,
         tx: Option<(String, u64)>,
     ) -> redis::ScriptInvocation<'static> {
-        let mut inv = scripts::APPLY.prepare_invoke();
+        let mut inv = scripts::APPLY.get(self.feed_on()).prepare_invoke();
         let now = self.clocks.next_version();
         let idem = self.options.idempotency;
         let cutoff = now.saturating_sub(idem.window.as_micros() as u64);
@@ -463,6 +501,7 @@ impl RedisStore {
                 .arg(digest)
                 .arg(fp);
         }
+        self.feed_args(&mut inv, ns);
         let slot = ops.first().map(|op| slot_of(&ns.storage_key(op.key())));
         let reply = self.eval(Some(slot.unwrap_or(0)), inv).await?;
         let RValue::Array(mut parts) = reply else {
@@ -507,15 +546,16 @@ impl RedisStore {
         let record = record::encode(now, expires_at, b"", &codec::encode(&op.value));
         let key = ns.storage_key(&op.key);
         let reply = if record.len() >= STAGE_MIN_BYTES {
-            self.stage(&key, record, now, expires_at).await?
+            self.stage(ns, &key, record, now, expires_at).await?
         } else {
-            let mut inv = scripts::PUT.prepare_invoke();
+            let mut inv = scripts::PUT.get(self.feed_on()).prepare_invoke();
             inv.key(key.as_str())
                 .arg(record)
                 .arg(record::version_digits(now));
             if let Some(at) = expires_at {
                 inv.arg(at);
             }
+            self.feed_args(&mut inv, ns);
             self.eval_fast(slot_of(&key), inv).await?
         };
         let Some(reply) = reply else { return Ok(None) };
@@ -530,6 +570,7 @@ impl RedisStore {
     /// passes through Lua.
     async fn stage(
         &self,
+        ns: &Namespace,
         key: &str,
         record: Vec<u8>,
         now: u64,
@@ -542,11 +583,12 @@ impl RedisStore {
             self.stage_seq.fetch_add(1, Ordering::Relaxed)
         ));
         let expiry = expires_at.map(|at| at.to_string()).unwrap_or_default();
-        let mut inv = scripts::STAGE.prepare_invoke();
+        let mut inv = scripts::STAGE.get(self.feed_on()).prepare_invoke();
         inv.key(key)
             .key(stage.as_str())
             .arg(record::version_digits(now))
             .arg(&expiry);
+        self.feed_args(&mut inv, ns);
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
             .cmd("SET")
@@ -726,11 +768,12 @@ impl RedisStore {
         expires_at: Option<u64>,
         want_value: bool,
     ) -> Result<Option<Vec<u8>>> {
-        let mut inv = scripts::RETIME.prepare_invoke();
+        let mut inv = scripts::RETIME.get(self.feed_on()).prepare_invoke();
         inv.key(ns.storage_key(key))
             .arg(record::expiry_digits(expires_at))
             .arg(if want_value { "v" } else { "" })
             .arg(expires_at.unwrap_or(0));
+        self.feed_args(&mut inv, ns);
         let reply = self.eval(Some(slot_of(&ns.storage_key(key))), inv).await?;
         let RValue::Array(parts) = &reply else {
             return Err(unexpected("RETIME", &reply));
@@ -774,7 +817,7 @@ impl RedisStore {
         items: &[PutOp],
     ) -> Result<Option<Vec<Option<Result<u64, OpFailure>>>>> {
         let now = self.clocks.next_version();
-        let mut inv = scripts::BATCH.prepare_invoke();
+        let mut inv = scripts::BATCH.get(self.feed_on()).prepare_invoke();
         inv.arg(record::version_digits(now));
         for op in items {
             let expires_at = match op.expiry {
@@ -790,6 +833,7 @@ impl RedisStore {
                 ))
                 .arg(expires_at.map(|at| at.to_string()).unwrap_or_default());
         }
+        self.feed_args(&mut inv, ns);
         let slot = items
             .first()
             .map_or(0, |op| slot_of(&ns.storage_key(&op.key)));
@@ -1062,7 +1106,7 @@ impl Store for RedisStore {
 
     async fn delete(&self, ns: &Namespace, op: DeleteOp) -> Result<bool> {
         if op.request_id.is_none() {
-            if op.condition == Condition::None {
+            if op.condition == Condition::None && !self.feed_on() {
                 // A plain DEL: no script needed. It also removes a tombstone
                 // (its request ids end with it, as documented).
                 let sk = ns.storage_key(&op.key);
@@ -1074,14 +1118,33 @@ impl Store for RedisStore {
                     .await?;
                 return Ok(n > 0);
             }
+            // With the feed on, an unconditional delete must report the
+            // version it ends, which a plain DEL cannot: it runs DELETE as
+            // "if it exists" (allow-oom like DEL: deleting is how memory is
+            // freed).
+            let unconditional = op.condition == Condition::None;
+            let condition = if unconditional {
+                Condition::IfExists
+            } else {
+                op.condition
+            };
             let sk = ns.storage_key(&op.key);
-            let mut inv = scripts::DELETE.prepare_invoke();
-            inv.key(sk.as_str()).arg(condition_arg(op.condition));
+            let mut inv = scripts::DELETE.get(self.feed_on()).prepare_invoke();
+            inv.key(sk.as_str()).arg(condition_arg(condition));
+            self.feed_args(&mut inv, ns);
             if let Some(reply) = self.eval_fast(slot_of(&sk), inv).await? {
-                return match parse_op(&WriteOp::Delete(op), &reply)?? {
-                    OpResult::Delete { deleted } => Ok(deleted),
-                    other => Err(Error::internal(format!("DELETE answered {other:?}"))),
-                };
+                match parse_op(&WriteOp::Delete(op.clone()), &reply)? {
+                    Ok(OpResult::Delete { deleted }) => return Ok(deleted),
+                    Ok(other) => return Err(Error::internal(format!("DELETE answered {other:?}"))),
+                    Err(f) if unconditional && f.reason == FailureReason::NotFound => {
+                        return Ok(false);
+                    }
+                    // Foreign data: APPLY deletes it, as DEL would.
+                    Err(f)
+                        if unconditional
+                            && matches!(f.reason, FailureReason::InvalidStoredValue { .. }) => {}
+                    Err(f) => return Err(f.into()),
+                }
             }
         }
         match self.apply_one(ns, WriteOp::Delete(op)).await? {
@@ -1145,6 +1208,22 @@ impl Store for RedisStore {
     }
 
     async fn batch_delete(&self, ns: &Namespace, keys: &[String]) -> Result<Vec<bool>> {
+        if self.feed_on() {
+            // Each delete reports the version it ends: one DELETE script per
+            // key, sent together (pipelined on the connection, so still
+            // about one round trip).
+            return futures::future::try_join_all(keys.iter().map(|k| {
+                self.delete(
+                    ns,
+                    DeleteOp {
+                        key: k.clone(),
+                        condition: Condition::None,
+                        request_id: None,
+                    },
+                )
+            }))
+            .await;
+        }
         let storage_keys: Vec<String> = keys.iter().map(|k| ns.storage_key(k)).collect();
         let groups = self.slot_groups(&storage_keys);
         let answers = futures::future::try_join_all(groups.iter().map(|(slot, members)| {
@@ -1205,6 +1284,18 @@ impl Store for RedisStore {
     ) -> Result<ListPage> {
         self.list_page(ns, prefix, limits, cursor, include_values)
             .await
+    }
+
+    async fn watch(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        from: Option<crate::store::watch::Cursor>,
+    ) -> Result<crate::store::watch::Subscription> {
+        match &self.feed {
+            Some(feed) => feed.shared.open(ns, prefix, from).await,
+            None => Err(Error::WatchDisabled),
+        }
     }
 
     async fn ping(&self) -> Result<()> {

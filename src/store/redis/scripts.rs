@@ -27,6 +27,15 @@
 //!   they do not handle (a record carrying request ids, a tombstone), and a
 //!   key of another Redis type aborts them with WRONGTYPE before they write;
 //!   the service then sends the op to APPLY, which handles everything.
+//! - **The change feed is an add-on.** Each script exists twice: as
+//!   written, and with the feed (`--watch`): `FEED_PRELUDE` in front and
+//!   the lines marked `-- feed` kept. Without the feed those lines are cut,
+//!   so a deployment without Watch runs exactly the scripts it ran before.
+//!   The feed's keys come last in KEYS and its history length last in ARGV;
+//!   the prelude takes them off, so the script bodies index KEYS and ARGV
+//!   as before. Events are appended in the same script as the write they
+//!   report, so a write and its event are one atomic step
+//!   (docs/design/watch.md).
 
 use std::sync::LazyLock;
 
@@ -38,7 +47,7 @@ use redis::Script;
 /// KEYS[1] the key. ARGV[1] the record (format 2, version = now), ARGV[2]
 /// now (16 digits), ARGV[3] the expiry in Unix ms for `PXAT` (absent: none).
 /// Returns the version (16 digits), `{'SLOW'}`, or `{'F', reason, '', detail}`.
-pub static PUT: LazyLock<Script> = LazyLock::new(|| script("#!lua", PUT_SRC));
+pub static PUT: Variants = Variants::new("#!lua", PUT_SRC);
 
 const PUT_SRC: &str = r#"
 local k, v, now = KEYS[1], ARGV[1], ARGV[2]
@@ -54,11 +63,13 @@ if h ~= '' then
     v = '\255\2' .. now .. string.sub(v, 19)
   end
 end
+feed_before(k, h) -- feed
 if ARGV[3] then
   redis.call('SET', k, v, 'PXAT', ARGV[3])
 else
   redis.call('SET', k, v)
 end
+feed_put(k, v) -- feed
 return now
 "#;
 
@@ -70,7 +81,7 @@ return now
 /// KEYS[1] the key, KEYS[2] the stage. ARGV[1] now (16 digits), ARGV[2] the
 /// expiry in ms (`''`: none). Returns like PUT; on `SLOW` or a failure the
 /// stage is deleted.
-pub static STAGE: LazyLock<Script> = LazyLock::new(|| script("#!lua", STAGE_SRC));
+pub static STAGE: Variants = Variants::new("#!lua", STAGE_SRC);
 
 const STAGE_SRC: &str = r#"
 local k, t, now = KEYS[1], KEYS[2], ARGV[1]
@@ -92,12 +103,14 @@ if h ~= '' then
   end
 end
 if redis.call('EXISTS', t) == 0 then return {'LOST'} end
+feed_before(k, h) -- feed
 redis.call('RENAME', t, k)
 if ARGV[2] == '' then
   redis.call('PERSIST', k)
 else
   redis.call('PEXPIREAT', k, ARGV[2])
 end
+feed_put(k, redis.call('GET', k)) -- feed
 return now
 "#;
 
@@ -109,7 +122,7 @@ return now
 /// with one MSET. Returns `{i, answer, …}` only for the items whose answer is
 /// not the version they were given: a bumped version (16 digits), `'SLOW'`
 /// (not written; send it to APPLY) or `{'F', …}`.
-pub static BATCH: LazyLock<Script> = LazyLock::new(|| script("#!lua", BATCH_SRC));
+pub static BATCH: Variants = Variants::new("#!lua", BATCH_SRC);
 
 const BATCH_SRC: &str = r#"
 local call, find, sub = redis.call, string.find, string.sub
@@ -136,6 +149,8 @@ for i = 1, #KEYS do
     end
   end
   if ok then
+    feed_before(k, h) -- feed
+    feed_put(k, v) -- feed
     if e == '' then
       plain[pj + 1] = k
       plain[pj + 2] = v
@@ -154,7 +169,7 @@ return out
 ///
 /// KEYS[1] the key; ARGV[1] the condition (`E` exists, `V<16 digits>`).
 /// Returns `{'D', '1'}`, `{'SLOW'}` or `{'F', reason, current_version, detail}`.
-pub static DELETE: LazyLock<Script> = LazyLock::new(|| script("#!lua flags=allow-oom", DELETE_SRC));
+pub static DELETE: Variants = Variants::new("#!lua flags=allow-oom", DELETE_SRC);
 
 const DELETE_SRC: &str = r#"
 local k, cond = KEYS[1], ARGV[1]
@@ -170,7 +185,9 @@ if #h < 32 or not string.find(h, '^\255\2%d+$') then
 end
 local ver = string.sub(h, 3, 18)
 if cond ~= 'E' and ('V' .. ver) ~= cond then return {'F', 'VERSION_MISMATCH', ver, ''} end
+feed_before(k, h) -- feed
 redis.call('DEL', k)
+feed_del(k, ver) -- feed
 return {'D', '1'}
 "#;
 
@@ -183,7 +200,7 @@ return {'D', '1'}
 /// zeros: persist); ARGV[2] `v` to return the value afterwards (for Get);
 /// ARGV[3] the same expiry in ms without leading zeros, for PEXPIREAT.
 /// Returns `{'NONE'}`, `{'BAD', why}` or `{'OK'[, value]}`.
-pub static RETIME: LazyLock<Script> = LazyLock::new(|| script("#!lua flags=allow-oom", RETIME_SRC));
+pub static RETIME: Variants = Variants::new("#!lua flags=allow-oom", RETIME_SRC);
 
 const RETIME_SRC: &str = r#"
 local k, exp = KEYS[1], ARGV[1]
@@ -202,8 +219,10 @@ end
 redis.call('SETRANGE', k, '18', exp)
 if exp == '00000000000000' then
   redis.call('PERSIST', k)
+  feed_untrack(k) -- feed
 else
   redis.call('PEXPIREAT', k, ARGV[3])
+  feed_track(k, ARGV[3], string.sub(h, 3, 18)) -- feed
 end
 if ARGV[2] == 'v' then return {'OK', redis.call('GET', k)} end
 return {'OK'}
@@ -212,9 +231,10 @@ return {'OK'}
 /// Raises the shared version floor (`record::Clocks`) to ARGV[1] (16 digits)
 /// if it is lower, and returns the floor. Flagged `allow-oom`: a few bytes.
 pub static FLOOR: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        "#!lua flags=allow-oom",
-        r#"
+    Script::new(
+        &[
+            "#!lua flags=allow-oom\n",
+            r#"
 local f = redis.call('GET', KEYS[1])
 if not f or f < ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1])
@@ -222,6 +242,8 @@ if not f or f < ARGV[1] then
 end
 return f
 "#,
+        ]
+        .concat(),
     )
 });
 
@@ -250,7 +272,7 @@ return f
 /// `{'F', reason, current_version, detail}`; in `atomic` mode when a check
 /// fails `{'ABORT', op_index (1-based), reason, current_version, detail}`.
 /// A replayed request id answers what the first attempt answered.
-pub static APPLY: LazyLock<Script> = LazyLock::new(|| script("#!lua", APPLY_SRC));
+pub static APPLY: Variants = Variants::new("#!lua", APPLY_SRC);
 
 const APPLY_SRC: &str = r#"
 local MODE, NOW, CUT, MAX_IDS, TOMB_EXP = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -295,6 +317,7 @@ local function read(k)
   end
   s.floor = s.ver
   s.key = k
+  s.had, s.was = h, s.ver -- feed
   return s
 end
 
@@ -407,7 +430,8 @@ local function decide(i, s)
   end
   local failed = cond_fail(cond, s)
   if failed then return nil, failed, s.ver or '', '' end
-  if s.meta ~= '' then s.meta = prune(s.meta, MAX_IDS) end
+  -- A foreign key (s.bad: only an unconditional delete gets here) has no meta.
+  if s.meta and s.meta ~= '' then s.meta = prune(s.meta, MAX_IDS) end
   if kind == 'D' then
     local existed = s.exists and '1' or '0'
     local dv = next_ver(s)
@@ -454,6 +478,7 @@ end
 -- Writes the decided state of key k.
 local function flush(k, s)
   if not s.dirty then return end
+  feed_before(k, s.had or '') -- feed
   if s.exists then
     local cur = payload(s)
     local v
@@ -468,6 +493,7 @@ local function flush(k, s)
       -- A number: Redis refuses integers with leading zeros.
       redis.call('SET', k, v, 'PXAT', tonumber(s.exp))
     end
+    feed_put(k, v) -- feed
   elseif s.tomb and s.meta ~= '' then
     redis.call('DEL', k)
     redis.call('HSET', k, 't', s.meta, 'v', s.floor)
@@ -475,6 +501,7 @@ local function flush(k, s)
   else
     redis.call('DEL', k)
   end
+  if not s.exists and s.was then feed_del(k, s.was) end -- feed
   s.dirty = false
 end
 
@@ -564,7 +591,155 @@ end
 return out
 "#;
 
-/// A script with its shebang line first, as Redis requires.
-fn script(shebang: &str, body: &str) -> Script {
-    Script::new(&[shebang, "\n", body].concat())
+/// What the feed variants add in front of a script (after the shebang).
+///
+/// KEYS ends with the tenant's stream, the expiry index (sorted set) and
+/// the version index (hash) of `keyspace::FeedKeys`; ARGV ends with the
+/// stream's approximate length (`--watch-history`). Events are stream
+/// entries `k` storage key, `o` kind (`P` put, `D` delete, `E` expire),
+/// and `r` the record written (P) or `v` the version that ended (D, E).
+/// Keys with an expiry are indexed so that the sweeper can report the
+/// expiry, which no script sees happen; a write that finds its key absent
+/// but still indexed reports that expiry first.
+const FEED_PRELUDE: &str = r#"
+local FEED_S, FEED_Z, FEED_H = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+KEYS[#KEYS] = nil
+KEYS[#KEYS] = nil
+KEYS[#KEYS] = nil
+local FEED_MAX = ARGV[#ARGV]
+ARGV[#ARGV] = nil
+local function feed_add(k, o, f, x)
+  redis.call('XADD', FEED_S, 'MAXLEN', '~', FEED_MAX, '*', 'k', k, 'o', o, f, x)
+end
+local function feed_track(k, exp_ms, ver)
+  redis.call('ZADD', FEED_Z, exp_ms, k)
+  redis.call('HSET', FEED_H, k, ver)
+end
+local function feed_untrack(k)
+  redis.call('ZREM', FEED_Z, k)
+  redis.call('HDEL', FEED_H, k)
+end
+-- Before key k, whose old header is h ('' if absent), is written or deleted.
+local function feed_before(k, h)
+  if h == '' then
+    local ov = redis.call('HGET', FEED_H, k)
+    if ov then
+      feed_add(k, 'E', 'v', ov)
+      feed_untrack(k)
+    end
+  elseif string.sub(h, 19, 32) ~= '00000000000000' then
+    feed_untrack(k)
+  end
+end
+-- After record v was written under k.
+local function feed_put(k, v)
+  feed_add(k, 'P', 'r', v)
+  local exp = string.sub(v, 19, 32)
+  if exp ~= '00000000000000' then feed_track(k, exp, string.sub(v, 3, 18)) end
+end
+local function feed_del(k, ver)
+  feed_add(k, 'D', 'v', ver)
+end
+"#;
+
+/// Reports the expiry of KEYS[1] if its TTL has run out (feed only): the
+/// key is absent (Redis expired it, on its own clock) while the index still
+/// holds it. A key that is still there had its expiry moved: the index is
+/// corrected instead. Returns 1 when an EXPIRE was appended.
+pub static EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        &[
+            "#!lua flags=allow-oom\n",
+            FEED_PRELUDE,
+            r#"
+local k = KEYS[1]
+local ov = redis.call('HGET', FEED_H, k)
+if not ov then
+  redis.call('ZREM', FEED_Z, k)
+  return 0
+end
+if redis.call('EXISTS', k) == 1 then
+  local ok, h = pcall(redis.call, 'GETRANGE', k, '0', '31')
+  if ok and #h >= 32 and string.sub(h, 19, 32) ~= '00000000000000' then
+    feed_track(k, string.sub(h, 19, 32), string.sub(h, 3, 18))
+  else
+    feed_untrack(k)
+  end
+  return 0
+end
+feed_add(k, 'E', 'v', ov)
+feed_untrack(k)
+return 1
+"#,
+        ]
+        .concat(),
+    )
+});
+
+/// The keys whose indexed expiry is due on Redis's clock (feed only):
+/// KEYS[1] the expiry index, ARGV[1] the most to return.
+pub static DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"#!lua flags=no-writes
+local t = redis.call('TIME')
+local now = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', '0', ARGV[1])
+"#,
+    )
+});
+
+/// Where a watch starts (feed only): the feed's epoch — KEYS[2], set to
+/// ARGV[1] if Redis has none — and the state of the tenant's stream
+/// KEYS[1]. Returns `{epoch, last id, first id kept, entries ever added,
+/// entries kept}` (`0-0` ids and zero counts for no stream).
+pub static HEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"#!lua
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then return {epoch, '0-0', '0-0', 0, 0} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local f = {}
+for i = 1, #info, 2 do f[info[i]] = info[i + 1] end
+return {epoch, f['last-generated-id'], f['recorded-first-entry-id'], f['entries-added'], f['length']}
+"#,
+    )
+});
+
+/// A write script in its two forms: without the feed (the lines marked
+/// `-- feed` cut) and with it (`FEED_PRELUDE` in front).
+pub struct Variants {
+    shebang: &'static str,
+    src: &'static str,
+    plain: std::sync::OnceLock<Script>,
+    feed: std::sync::OnceLock<Script>,
+}
+
+impl Variants {
+    const fn new(shebang: &'static str, src: &'static str) -> Self {
+        Self {
+            shebang,
+            src,
+            plain: std::sync::OnceLock::new(),
+            feed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The script with the feed when `feed`, else without.
+    pub fn get(&self, feed: bool) -> &Script {
+        if feed {
+            self.feed
+                .get_or_init(|| Script::new(&[self.shebang, "\n", FEED_PRELUDE, self.src].concat()))
+        } else {
+            self.plain.get_or_init(|| {
+                let body: String = self
+                    .src
+                    .lines()
+                    .filter(|l| !l.trim_end().ends_with("-- feed"))
+                    .flat_map(|l| [l, "\n"])
+                    .collect();
+                Script::new(&[self.shebang, "\n", &body].concat())
+            })
+        }
+    }
 }

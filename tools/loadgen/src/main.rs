@@ -140,6 +140,20 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+
+    /// Watch streams (prefix "", spread over the connections) opened before
+    /// the warm-up and read until the run ends; the report adds the events
+    /// they received and how many were ended by the server (by reason).
+    /// Needs a service started with --watch.
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
+
+    /// Watchers ask for values, and every written value carries its send
+    /// time in its first 8 bytes (needs --value-size 8 or more), so the
+    /// report adds the end-to-end latency of events: write sent → event
+    /// received by a watcher.
+    #[arg(long)]
+    watch_values: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +454,20 @@ struct Plan {
 }
 
 impl Plan {
+    /// The value to write: with --watch-values, stamped with its send time
+    /// (nanoseconds since the run's start, little endian, first 8 bytes).
+    fn value(&self) -> pb::Value {
+        let mut v = self.value.clone();
+        if self.args.watch_values
+            && let Some(Kind::BytesValue(b)) = &mut v.kind
+            && b.len() >= 8
+        {
+            let t = self.start.elapsed().as_nanos() as u64;
+            b[..8].copy_from_slice(&t.to_le_bytes());
+        }
+        v
+    }
+
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         req.metadata_mut()
@@ -488,7 +516,7 @@ async fn call(
 ) -> Result<Outcome, tonic::Status> {
     let keys = plan.args.keys.max(1);
     let batch = plan.args.batch_size.max(1);
-    let value = || Some(plan.value.clone());
+    let value = || Some(plan.value());
     match op {
         Op::Get => {
             let r = client
@@ -685,6 +713,76 @@ async fn worker(plan: Arc<Plan>, mut client: Client, seed: u64) -> Stats {
         }
     }
     stats
+}
+
+/// What the watchers saw during the measured window.
+#[derive(Default)]
+struct WatchStats {
+    events: AtomicU64,
+    latency: std::sync::Mutex<LazyHistogram>,
+    ended: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+/// Opens one Watch stream and waits for its KIND_STARTED event, so that the
+/// run's writes are all after it.
+async fn open_watch(
+    plan: &Plan,
+    client: &mut Client,
+) -> Result<tonic::Streaming<pb::WatchEvent>, tonic::Status> {
+    // No grpc-timeout: the stream lives as long as the run.
+    let mut req = Request::new(pb::WatchRequest {
+        prefix: String::new(),
+        include_values: plan.args.watch_values,
+        resume_token: String::new(),
+    });
+    if let Some(t) = &plan.tenant {
+        req.metadata_mut().insert("x-tenant-id", t.clone());
+    }
+    let mut s = client.watch(req).await?.into_inner();
+    s.message().await?;
+    Ok(s)
+}
+
+/// Reads a watch stream until the run ends, counting its events and their
+/// end-to-end latency.
+async fn watch_reader(
+    plan: Arc<Plan>,
+    mut s: tonic::Streaming<pb::WatchEvent>,
+    stats: Arc<WatchStats>,
+) {
+    loop {
+        match s.message().await {
+            Ok(Some(ev)) => {
+                let now = Instant::now();
+                if now < plan.measure_from || plan.measure_until.is_some_and(|e| now >= e) {
+                    continue;
+                }
+                stats.events.fetch_add(1, Ordering::Relaxed);
+                if let Some(Kind::BytesValue(b)) = ev
+                    .entry
+                    .as_ref()
+                    .and_then(|e| e.value.as_ref())
+                    .and_then(|v| v.kind.as_ref())
+                    && b.len() >= 8
+                {
+                    let sent = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+                    let got = plan.start.elapsed().as_nanos() as u64;
+                    if let Ok(mut h) = stats.latency.lock() {
+                        h.record(got.saturating_sub(sent) / 1000);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(status) => {
+                let reason = tonic_types::StatusExt::get_details_error_info(&status)
+                    .map_or_else(|| format!("{:?}", status.code()), |i| i.reason);
+                if let Ok(mut e) = stats.ended.lock() {
+                    *e.entry(reason).or_default() += 1;
+                }
+                break;
+            }
+        }
+    }
 }
 
 /// Extra time the client waits past the request deadline before giving up on
@@ -972,6 +1070,16 @@ fn text(report: &Json) -> String {
             r["send_lag_us"]["p99"]
         );
     }
+    if let Some(w) = report["watch"].as_object() {
+        let _ = writeln!(
+            s,
+            "watch: {} watchers, {:.0} events/s, ended {}; event latency {}",
+            w["watchers"],
+            f(&w["events_per_s"]),
+            w["ended_by_reason"],
+            lat(&w["latency_us"])
+        );
+    }
     let _ = writeln!(s, "client CPU: {:.2} s", f(&report["client_cpu_s"]));
     s
 }
@@ -1060,6 +1168,19 @@ async fn run(args: Args) -> Result<(), String> {
             cpu_time()
         }
     });
+    let watch_stats = Arc::new(WatchStats::default());
+    let mut watch_tasks = Vec::new();
+    for i in 0..args.watchers {
+        let mut client = clients[i % clients.len()].clone();
+        let s = open_watch(&plan, &mut client)
+            .await
+            .map_err(|e| format!("cannot open watcher {i}: {e:?}"))?;
+        watch_tasks.push(tokio::spawn(watch_reader(
+            plan.clone(),
+            s,
+            watch_stats.clone(),
+        )));
+    }
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let client = clients[i % clients.len()].clone();
@@ -1073,11 +1194,29 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(pacer) = &plan.pacer {
         pacer.close();
     }
+    // Events of the last writes are still on their way.
+    if !watch_tasks.is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for t in &watch_tasks {
+        t.abort();
+    }
     let cpu_before = cpu_at_measure.await.unwrap_or(Duration::ZERO);
     let cpu = cpu_time().saturating_sub(cpu_before);
     let end = stats.last_done.unwrap_or_else(Instant::now);
     let elapsed = end.saturating_duration_since(plan.measure_from);
-    let report = report(&plan, &stats, elapsed, cpu);
+    let mut report = report(&plan, &stats, elapsed, cpu);
+    if args.watchers > 0 {
+        let events = watch_stats.events.load(Ordering::Relaxed);
+        let latency = watch_stats.latency.lock().ok().and_then(|mut h| h.0.take());
+        report["watch"] = json!({
+            "watchers": args.watchers,
+            "events": events,
+            "events_per_s": per_second(events, elapsed.as_secs_f64()),
+            "ended_by_reason": watch_stats.ended.lock().map(|e| e.clone()).unwrap_or_default(),
+            "latency_us": percentiles(latency.as_ref()),
+        });
+    }
     if args.json {
         println!("{report}");
     } else {
