@@ -211,7 +211,14 @@ mod tests {
 
     #[test]
     fn requests_over_the_concurrency_limit_are_shed_with_a_retry_delay() {
-        let g = gate(1, 8192);
+        // The tenant's own share is larger, so the process-wide limit is the
+        // one that sheds.
+        let g = Gate::with_tenant_share(
+            TenantResolver::new(TenantId::parse("default").unwrap()),
+            1,
+            8192,
+            2,
+        );
         let held = g.admit(&Request::new(()), Scope::Read).unwrap();
         let err = g.admit(&Request::new(()), Scope::Read).unwrap_err();
         let status = tonic::Status::from(err);
