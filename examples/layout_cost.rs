@@ -118,6 +118,7 @@ async fn main() {
             max_ids: 16,
         },
         wait: None,
+        feed: None,
     };
     let store = RedisStore::new(
         std::slice::from_ref(&url),

@@ -115,6 +115,7 @@ pub struct Config {
     pub tenancy: TenancyConfig,
     #[command(flatten)]
     pub bounds: BoundsConfig,
+    #[command(flatten)]
     pub watch: WatchConfig,
 }
 
