@@ -1,4 +1,4 @@
-//! Assembles and runs the gRPC server: the state API over the configured
+//! Assembles and runs the gRPC server: the state and admin APIs over the configured
 //! backend behind its admission gate (credentials, scopes, rate and
 //! concurrency limits), grpc.health.v1 driven by a background backend check,
 //! reflection (v1 and v1alpha) for our public services, optional TLS, the
@@ -16,9 +16,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{Gate, Limits, PageTokens, StateApi, http::RequestSizeLayer},
+    api::{AdminApi, Gate, Limits, PageTokens, StateApi, http::RequestSizeLayer},
     config::{Config, ConfigError, read_file},
-    pb::{self, state_service_server::StateServiceServer},
+    pb::{
+        self, admin_service_server::AdminServiceServer, state_service_server::StateServiceServer,
+    },
     reload::Reloadable,
     store::{
         Keyspace, MemoryStore, RedisStore, Store,
@@ -258,13 +260,23 @@ async fn serve<S: Store>(
         .map_err(|e| ServeError::Startup(format!("reflection: {e}")))?;
 
     let limits = &config.limits;
+    // One gate for both services: they share the concurrency limit.
+    let gate = Gate::new(
+        resolver,
+        limits.max_concurrent_requests,
+        limits.max_metadata_bytes,
+    );
+    let admin = AdminApi::new(
+        store.clone(),
+        gate.clone(),
+        Keyspace::new(config.storage.key_prefix.clone()),
+        api_limits(&config),
+        security.page_tokens.clone(),
+        limits.admin_batch_keys,
+    );
     let api = StateApi::new(
         store.clone(),
-        Gate::new(
-            resolver,
-            limits.max_concurrent_requests,
-            limits.max_metadata_bytes,
-        ),
+        gate,
         Keyspace::new(config.storage.key_prefix.clone()),
         api_limits(&config),
         security.page_tokens.clone(),
@@ -272,6 +284,9 @@ async fn serve<S: Store>(
     // tonic checks a message's length prefix against this before buffering
     // its body; api::http turns its answer into INVALID_ARGUMENT.
     let state_service = StateServiceServer::new(api)
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let admin_service = AdminServiceServer::new(admin)
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
 
@@ -311,7 +326,8 @@ async fn serve<S: Store>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(state_service);
+        .add_service(state_service)
+        .add_service(admin_service);
     // tonic ignores its own TCP options with a custom incoming stream, so
     // both paths set TCP_NODELAY themselves.
     let server = match &security.tls {

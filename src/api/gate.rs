@@ -42,8 +42,9 @@ impl Caller {
     }
 }
 
-/// Admits or refuses requests.
-#[derive(Debug)]
+/// Admits or refuses requests. Clones share the concurrency slots (the state
+/// and admin services draw from the same limit).
+#[derive(Debug, Clone)]
 pub struct Gate {
     resolver: TenantResolver,
     slots: Arc<Semaphore>,

@@ -1,4 +1,5 @@
-//! The gRPC surface: `stateservice.v1.StateService`.
+//! The gRPC surface: `stateservice.v1.StateService`, and the admin service
+//! beside it (`admin`).
 //!
 //! A request's path through this module: the `gate` admits the caller
 //! (identity, scope, rate and concurrency limits); the RPC table below picks
@@ -8,6 +9,7 @@
 //! one typed `Store` method and converts the answer. All storage semantics
 //! live in `store`; every `Status` is built in `error`.
 
+pub mod admin;
 pub mod codec;
 pub mod gate;
 mod handlers;
@@ -27,6 +29,7 @@ use crate::{
     tenancy::Scope,
 };
 
+pub use admin::AdminApi;
 pub use gate::{Caller, Gate};
 pub use page_token::PageTokens;
 pub use validate::Limits;

@@ -12,6 +12,9 @@
 //! name = "2025-06 pipeline"           # optional label for logs
 //! sha256 = "<64 hex digits>"          # `state-service hash-token` prints it
 //! scopes = ["read", "write"]          # read, write, admin
+//! admin_tenants = ["team-b"]          # optional, needs "admin": an operator
+//!                                     # grant to administer these tenants
+//!                                     # too ("*": every tenant)
 //! ```
 //!
 //! Tokens are stored as SHA-256 hashes, never in plaintext: tokens are 256-bit
@@ -34,7 +37,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Identity, Scope, Scopes, TenantId, rate::RateLimit, rate::TenantLimiter};
+use super::{AdminGrant, Identity, Scope, Scopes, TenantId, rate::RateLimit, rate::TenantLimiter};
 use crate::reload::{Reload, Reloadable};
 
 /// The hex SHA-256 of a token, as the tenants file stores it.
@@ -74,6 +77,8 @@ struct TokenDoc {
     name: Option<String>,
     sha256: String,
     scopes: Vec<String>,
+    #[serde(default)]
+    admin_tenants: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -86,6 +91,7 @@ struct TokenEntry {
     hash: [u8; 32],
     tenant: TenantId,
     scopes: Scopes,
+    admin: AdminGrant,
 }
 
 // Hand-written so that a stray `{:?}` can never print a hash.
@@ -152,12 +158,14 @@ impl Tenants {
                 if tok.name.as_ref().is_some_and(|n| n.len() > 128) {
                     return Err(format!("{at}.name: at most 128 characters"));
                 }
+                let admin = admin_grant(&tok.admin_tenants, token_scopes, &at)?;
                 tokens.insert(
                     hash,
                     TokenEntry {
                         hash,
                         tenant: id.clone(),
                         scopes: token_scopes,
+                        admin,
                     },
                 );
             }
@@ -194,6 +202,7 @@ impl Tenants {
         Some(Identity {
             tenant: entry.tenant.clone(),
             scopes: entry.scopes,
+            admin: entry.admin.clone(),
             limiter: self
                 .tenants
                 .get(&entry.tenant)
@@ -212,6 +221,9 @@ impl Tenants {
             tenant: tenant.clone(),
             scopes: t.certificate_scopes,
             limiter: t.limiter.clone(),
+            // Operator grants are given to tokens only: a certificate's
+            // admin scope covers its own tenant.
+            admin: AdminGrant::Own,
         })
     }
 
@@ -241,6 +253,29 @@ fn scopes(names: &[String], at: &str, field: &str) -> Result<Scopes, String> {
             })
         })
         .collect()
+}
+
+/// A token's operator grant: `admin_tenants`, tenant ids or `"*"`. Only a
+/// token that holds the admin scope may carry one (a grant without the scope
+/// would be a silent no-op, which is how misconfigurations hide).
+fn admin_grant(names: &[String], scopes: Scopes, at: &str) -> Result<AdminGrant, String> {
+    if names.is_empty() {
+        return Ok(AdminGrant::Own);
+    }
+    if !scopes.contains(Scope::Admin) {
+        return Err(format!(
+            "{at}.admin_tenants: an operator grant needs the \"admin\" scope on the same token"
+        ));
+    }
+    if names.iter().any(|n| n == "*") {
+        return Ok(AdminGrant::All);
+    }
+    let ids = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| TenantId::parse(n).map_err(|e| format!("{at}.admin_tenants[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AdminGrant::Tenants(ids.into()))
 }
 
 fn parse_hash(hex: &str) -> Result<[u8; 32], String> {
