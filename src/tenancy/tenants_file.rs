@@ -495,6 +495,45 @@ id = "beta"
     }
 
     #[test]
+    fn operator_grants_name_tenants_or_all_and_need_the_admin_scope() {
+        let tok = |scopes: &str, grant: &str| {
+            format!(
+                "[[tenants]]\nid = \"ops\"\n[[tenants.tokens]]\nsha256 = \"{}\"\n\
+                 scopes = {scopes}\n{grant}\n",
+                hash_token("t")
+            )
+        };
+        let grant = |scopes: &str, grant: &str| {
+            Tenants::parse(&tok(scopes, grant)).map(|t| t.authenticate("t").unwrap().admin)
+        };
+        assert_eq!(grant(r#"["admin"]"#, ""), Ok(AdminGrant::Own));
+        assert_eq!(
+            grant(r#"["admin"]"#, r#"admin_tenants = ["*"]"#),
+            Ok(AdminGrant::All)
+        );
+        let Ok(AdminGrant::Tenants(list)) = grant(r#"["admin"]"#, r#"admin_tenants = ["b", "c"]"#)
+        else {
+            panic!("a list of tenants is a grant of those tenants");
+        };
+        assert_eq!(list.len(), 2);
+        let err = grant(r#"["read"]"#, r#"admin_tenants = ["b"]"#).unwrap_err();
+        assert!(
+            err.contains("admin_tenants") && err.contains("admin"),
+            "{err}"
+        );
+        let err = grant(r#"["admin"]"#, r#"admin_tenants = ["a:b"]"#).unwrap_err();
+        assert!(err.contains("admin_tenants[0]"), "{err}");
+        // The grant reaches the named tenants, and never others.
+        let id = Tenants::parse(&tok(r#"["admin"]"#, r#"admin_tenants = ["b"]"#))
+            .unwrap()
+            .authenticate("t")
+            .unwrap();
+        assert_eq!(id.admin_target("").unwrap().as_str(), "ops");
+        assert_eq!(id.admin_target("b").unwrap().as_str(), "b");
+        assert!(id.admin_target("c").is_err());
+    }
+
+    #[test]
     fn debug_output_never_contains_hashes() {
         let h = hash_token("secret-a");
         let t = Tenants::parse(&file(&h)).unwrap();
