@@ -12,9 +12,10 @@
 #   2. imports that file into tenant `copy` (`--policy overwrite`): the same
 #      figures;
 #   3. fills tenant `victim` with $PURGE_KEYS keys and measures tenant
-#      `other`'s latency at a fixed rate ($RATE req/s, get=80,put=20) twice:
-#      alone, and while `state-service purge --all-keys` deletes `victim`;
-#      prints both p99s and how long the purge took.
+#      `other`'s latency at a fixed rate ($RATE req/s, get=80,put=20) over a
+#      window as long as a purge takes, twice: alone, and while
+#      `state-service purge --all-keys` deletes `victim` (refilled); prints
+#      both p99s and how long the purge took.
 #
 # It never touches a Redis it did not start. Output: a summary on stdout,
 # raw logs in $OUT (default bench/out/admin). Runtime with the defaults:
@@ -27,8 +28,8 @@ KEYS=${KEYS:-1000000}
 PURGE_KEYS=${PURGE_KEYS:-100000}
 RATE=${RATE:-2000}
 OUT=${OUT:-bench/out/admin}
-BIN=target/release/state-service
-LOADGEN=target/release/state-loadgen
+BIN=${BIN:-target/release/state-service}
+LOADGEN=${LOADGEN:-target/release/state-loadgen}
 mkdir -p "$OUT"
 
 if [[ ! -x $BIN || ! -x $LOADGEN ]]; then
@@ -101,22 +102,32 @@ tail -1 "$OUT/import.log"
 $BIN stats --addr "$ADDR" --tenant copy > "$OUT/stats-copy.txt"
 
 echo "== purge of $PURGE_KEYS keys under another tenant's traffic ($RATE req/s)"
-$LOADGEN --target "http://$ADDR" --tenant victim --keys "$PURGE_KEYS" --value-size 64 \
-  --prefill --requests 1 --warmup 0s > "$OUT/fill-victim.log"
+fill_victim() {
+  $LOADGEN --target "http://$ADDR" --tenant victim --keys "$PURGE_KEYS" --value-size 64 \
+    --prefill --requests 1 --warmup 0s > "$OUT/fill-victim.log"
+}
+# First alone, to learn how long a purge takes; then the other tenant's
+# latency is measured over a window of that length, alone and with a purge.
+fill_victim
+read -r pu_alone_s _ _ < <(measure purge-alone $BIN purge --addr "$ADDR" --tenant victim --all-keys)
+window_ms=$(python3 -c "print(max(1000, int($pu_alone_s * 1000)))")
 other() {
   $LOADGEN --target "http://$ADDR" --tenant other --keys 10000 --value-size 64 \
-    --mix get=80,put=20 --rate "$RATE" --concurrency 32 --duration "$1" --warmup 1s --json
+    --mix get=80,put=20 --rate "$RATE" --concurrency 32 --duration "${window_ms}ms" \
+    --warmup 1s --json
 }
-other 10s > "$OUT/other-alone.json"
-other 10s > "$OUT/other-during-purge.json" &
+other > "$OUT/other-alone.json"
+fill_victim
+other > "$OUT/other-during-purge.json" &
 LG=$!
-sleep 2
+# The loadgen warms up for 1 s before measuring.
+sleep 1
 read -r pu_s pu_cli pu_svc < <(measure purge $BIN purge --addr "$ADDR" --tenant victim --all-keys)
 wait $LG
 tail -1 "$OUT/purge.log"
 
 p99() {
-  python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["latency_us"]; print(f"p99 {l[\"p99\"]} µs, p99.9 {l[\"p999\"]} µs, max {l[\"max\"]} µs")' "$1"
+  python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["latency_us"]; print("p99 %s µs, p99.9 %s µs, max %s µs" % (l["p99"], l["p999"], l["max"]))' "$1"
 }
 rate_held() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rate"]; print(r and r.get("held"))' "$1"; }
 
@@ -127,7 +138,7 @@ service RSS, idle         $(( svc_idle / 1024 )) MiB (after filling)
 export                    ${ex_s} s, $(python3 -c "print(round($KEYS/$ex_s))") keys/s; CLI peak RSS $(( ex_cli / 1024 )) MiB, service peak RSS $(( ex_svc / 1024 )) MiB
 import (overwrite)        ${im_s} s, $(python3 -c "print(round($KEYS/$im_s))") keys/s; CLI peak RSS $(( im_cli / 1024 )) MiB, service peak RSS $(( im_svc / 1024 )) MiB
 copy                      $(cat "$OUT/stats-copy.txt")
-purge                     $PURGE_KEYS keys in ${pu_s} s ($(python3 -c "print(round($PURGE_KEYS/$pu_s))") keys/s)
+purge                     $PURGE_KEYS keys in ${pu_alone_s} s alone ($(python3 -c "print(round($PURGE_KEYS/$pu_alone_s))") keys/s), ${pu_s} s under the other tenant's load
 other tenant, alone       $(p99 "$OUT/other-alone.json") (rate held: $(rate_held "$OUT/other-alone.json"))
-other tenant, with purge  $(p99 "$OUT/other-during-purge.json") over a 10 s window that contains the purge (rate held: $(rate_held "$OUT/other-during-purge.json"))
+other tenant, with purge  $(p99 "$OUT/other-during-purge.json") over a ${window_ms} ms window during the purge (rate held: $(rate_held "$OUT/other-during-purge.json"))
 EOF
