@@ -841,7 +841,7 @@ fn awkward_value(i: usize) -> pb::Value {
         Kind::BytesValue(vec![0, 0xff, 0x02, i as u8]),
         Kind::StringValue(format!("日本 {i}")),
         Kind::IntValue(i64::MIN + i as i64),
-        Kind::BoolValue(i % 2 == 0),
+        Kind::BoolValue(i.is_multiple_of(2)),
         Kind::NullValue(0),
         Kind::ListValue(pb::ValueList {
             values: vec![v::of(Kind::IntValue(i as i64))],
@@ -863,7 +863,7 @@ async fn cli_round_trip_from_the_memory_backend_into_redis_keeps_values_versions
                 key: format!("k{i:06}"),
                 value: Some(awkward_value(*i)),
                 // Every tenth key expires in an hour.
-                ttl: if i % 10 == 0 {
+                ttl: if i.is_multiple_of(10) {
                     common::ms(3_600_000)
                 } else {
                     None
