@@ -32,9 +32,9 @@ BIN=${BIN:-target/release/state-service}
 LOADGEN=${LOADGEN:-target/release/state-loadgen}
 mkdir -p "$OUT"
 
-if [[ ! -x $BIN || ! -x $LOADGEN ]]; then
-  cargo build --release -p state-service --bin state-service -p state-loadgen
-fi
+# Two commands: `--bin` would also filter the loadgen package's binaries.
+[[ -x $BIN ]] || cargo build --release -p state-service --bin state-service
+[[ -x $LOADGEN ]] || cargo build --release -p state-loadgen
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -54,7 +54,9 @@ redis-server --port "$RP" --bind 127.0.0.1 --save "" --appendonly no --dir "$WOR
 PIDS+=($!)
 SP=$(free_port)
 ADDR=127.0.0.1:$SP
-$BIN --listen "$ADDR" --redis-url "redis://127.0.0.1:$RP" > "$OUT/service.log" 2>&1 &
+# SERVICE_ARGS: extra server flags, e.g. "--admin-batch-keys 5000".
+# shellcheck disable=SC2086
+$BIN --listen "$ADDR" --redis-url "redis://127.0.0.1:$RP" ${SERVICE_ARGS:-} > "$OUT/service.log" 2>&1 &
 SVC=$!
 PIDS+=($SVC)
 for _ in $(seq 100); do
@@ -89,6 +91,7 @@ $LOADGEN --target "http://$ADDR" --tenant big --keys "$KEYS" --value-size 64 \
   --prefill --requests 1 --warmup 0s > "$OUT/fill-big.log"
 svc_idle=$(rss_kb "$SVC")
 
+if [[ -z ${ONLY_PURGE:-} ]]; then
 echo "== export"
 read -r ex_s ex_cli ex_svc < <(measure export $BIN export --addr "$ADDR" --tenant big \
   --file "$WORK/big.ssx")
@@ -100,6 +103,13 @@ read -r im_s im_cli im_svc < <(measure import $BIN import --addr "$ADDR" --tenan
   --policy overwrite --file "$WORK/big.ssx")
 tail -1 "$OUT/import.log"
 $BIN stats --addr "$ADDR" --tenant copy > "$OUT/stats-copy.txt"
+else
+  # ONLY_PURGE=1: the same keyspace (tenant copy as big as big), no figures.
+  $LOADGEN --target "http://$ADDR" --tenant copy --keys "$KEYS" --value-size 64 \
+    --prefill --requests 1 --warmup 0s > "$OUT/fill-copy.log"
+  ex_s=1 ex_cli=0 ex_svc=0 im_s=1 im_cli=0 im_svc=0 file_mb=0
+  echo "(export/import skipped)" > "$OUT/stats-copy.txt"
+fi
 
 echo "== purge of $PURGE_KEYS keys under another tenant's traffic ($RATE req/s)"
 fill_victim() {
