@@ -1,14 +1,21 @@
-//! Compiles `proto/stateservice/v1/state.proto` into Rust (prost + tonic) and a
-//! file descriptor set for gRPC reflection. Uses the vendored `protoc` so that a
+//! Compiles the `stateservice.v1` protos (the state API, the admin API and the
+//! backup entries) into Rust (prost + tonic) and one file descriptor set for
+//! gRPC reflection. Uses the vendored `protoc` so that a
 //! fresh machine needs nothing but cargo.
 
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTO: &str = "proto/stateservice/v1/state.proto";
+    const PROTOS: [&str; 3] = [
+        "proto/stateservice/v1/state.proto",
+        "proto/stateservice/v1/admin.proto",
+        "proto/stateservice/v1/backup.proto",
+    ];
     // Written by hand so cargo reruns only when the API changes, not on every
     // source edit (the default for build scripts without rerun lines).
-    println!("cargo:rerun-if-changed={PROTO}");
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
     println!("cargo:rerun-if-changed=build.rs");
 
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -23,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::api::codec::ProstCodec")
         .file_descriptor_set_path(out_dir.join("stateservice_descriptor.bin"))
         .compile_protos(
-            &[PROTO],
+            &PROTOS,
             &[
                 "proto",
                 wkt_include.to_str().ok_or("non-UTF-8 include path")?,

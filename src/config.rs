@@ -27,6 +27,19 @@ pub enum Command {
     /// token from stdin (so it stays out of shell history and `ps`), or with
     /// --generate creates a new random token and prints both.
     HashToken(HashTokenArgs),
+    /// Exports a tenant's entries (value, version, TTL) under a prefix into a
+    /// backup file (stdout or --file), resumable with --resume. Needs the
+    /// admin scope.
+    Export(crate::admin::cli::ExportArgs),
+    /// Imports a backup file (stdin or --file) into a tenant with a conflict
+    /// policy; a damaged file is refused. Needs the admin scope.
+    Import(crate::admin::cli::ImportArgs),
+    /// Deletes every key of a tenant under a prefix, in bounded batches;
+    /// safe to re-run. Needs the admin scope.
+    Purge(crate::admin::cli::PurgeArgs),
+    /// Prints a tenant's key count and approximate bytes under a prefix.
+    /// Needs the admin scope.
+    Stats(crate::admin::cli::StatsArgs),
 }
 
 /// Arguments of `state-service hash-token`.
@@ -339,6 +352,13 @@ pub struct LimitsConfig {
     /// Maximum items in one BatchGet, BatchPut or BatchDelete.
     #[arg(long, env = "STATE_MAX_BATCH_ITEMS", default_value_t = 1000)]
     pub max_batch_items: usize,
+
+    /// Keys per step of an admin Purge or Stats: each step is one SCAN of
+    /// this COUNT and one UNLINK (or STRLEN pipeline) of what it found, so
+    /// other tenants' commands never queue behind a long one. Also the most
+    /// entries one Import message may carry is --max-batch-items.
+    #[arg(long, env = "STATE_ADMIN_BATCH_KEYS", default_value_t = 500)]
+    pub admin_batch_keys: usize,
 
     /// Maximum operations in one Transact.
     #[arg(long, env = "STATE_MAX_TRANSACTION_OPS", default_value_t = 128)]
@@ -692,6 +712,12 @@ impl Config {
                     "must be at least --max-value-bytes + --max-key-bytes + 64 KiB ({one_value}) \
                      so that the largest value can be read"
                 ),
+            ));
+        }
+        if !(1..=10_000).contains(&limits.admin_batch_keys) {
+            return Err(invalid(
+                "--admin-batch-keys",
+                "must be between 1 and 10000 (keys of work per Redis call)",
             ));
         }
         if limits.max_batch_items == 0 {

@@ -4,8 +4,10 @@
 //! The request path: `listener` (bounded accept, `tls` handshakes) → `api` (gRPC surface, admission gate,
 //! validation) → `tenancy` (who calls, with which scopes, which namespace) →
 //! `store` (the storage trait; `redis` and `memory` backends). Cross-cutting:
-//! `config`, `error`, `reload`, `telemetry`, `shutdown`.
+//! `config`, `error`, `reload`, `telemetry`, `shutdown`. `admin` holds the
+//! operator's CLI for AdminService and the backup file format.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod duration;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use state_service::{
+    admin,
     config::{Cli, Command},
     hash_token_cmd, health_cmd, server, shutdown, telemetry,
 };
@@ -70,6 +71,10 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Health(args)) => return health_cmd::run(args).await,
         Some(Command::HashToken(args)) => return hash_token_cmd::run(args),
+        Some(Command::Export(args)) => return admin::cli::export(args).await,
+        Some(Command::Import(args)) => return admin::cli::import(args).await,
+        Some(Command::Purge(args)) => return admin::cli::purge(args).await,
+        Some(Command::Stats(args)) => return admin::cli::stats(args).await,
         None => {}
     }
     let config = cli.serve;

@@ -1,4 +1,4 @@
-//! Assembles and runs the gRPC server: the state API over the configured
+//! Assembles and runs the gRPC server: the state and admin APIs over the configured
 //! backend behind its admission gate (credentials, scopes, rate and
 //! concurrency limits), grpc.health.v1 driven by a background backend check,
 //! reflection (v1 and v1alpha) for our public services, optional TLS, the
@@ -16,10 +16,15 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{error, info, warn};
 
 use crate::{
-    api::{Gate, GuardLayer, GuardSettings, Limits, PageTokens, StateApi, http::RequestSizeLayer},
+    api::{
+        AdminApi, Gate, GuardLayer, GuardSettings, Limits, PageTokens, StateApi,
+        http::RequestSizeLayer,
+    },
     config::{BoundsConfig, Config, ConfigError, RedisMode, read_file, split_urls},
     listener::{self, ConnBounds},
-    pb::{self, state_service_server::StateServiceServer},
+    pb::{
+        self, admin_service_server::AdminServiceServer, state_service_server::StateServiceServer,
+    },
     reload::Reloadable,
     store::{
         Keyspace, MemoryStore, RedisStore, Store,
@@ -287,6 +292,15 @@ async fn serve<S: Store>(
         limits.max_metadata_bytes,
         bounds.tenant_max_in_flight,
     ));
+    // One gate for both services: they share the concurrency limits.
+    let admin = AdminApi::new(
+        store.clone(),
+        gate.clone(),
+        Keyspace::new(config.storage.key_prefix.clone()),
+        api_limits(&config),
+        security.page_tokens.clone(),
+        limits.admin_batch_keys,
+    );
     let api = StateApi::new(
         store.clone(),
         gate.clone(),
@@ -298,6 +312,9 @@ async fn serve<S: Store>(
     // tonic checks a message's length prefix against this before buffering
     // its body; api::http turns its answer into INVALID_ARGUMENT.
     let state_service = StateServiceServer::new(api)
+        .max_decoding_message_size(limits.max_request_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let admin_service = AdminServiceServer::new(admin)
         .max_decoding_message_size(limits.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
 
@@ -342,7 +359,8 @@ async fn serve<S: Store>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(state_service);
+        .add_service(state_service)
+        .add_service(admin_service);
     let incoming = listener::incoming(listener, security.tls.clone(), conn_bounds(bounds));
     let server = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);

@@ -53,7 +53,11 @@ async fn grpcurl_lists_describes_and_calls_the_service() {
     let services: Vec<&str> = list.lines().collect();
     assert_eq!(
         services,
-        vec!["grpc.health.v1.Health", "stateservice.v1.StateService"],
+        vec![
+            "grpc.health.v1.Health",
+            "stateservice.v1.AdminService",
+            "stateservice.v1.StateService"
+        ],
         "{list}"
     );
 

@@ -56,7 +56,8 @@ impl Caller {
     }
 }
 
-/// Admits or refuses requests.
+/// Admits or refuses requests. Clones share the concurrency slots (the state
+/// and admin services draw from the same limit).
 #[derive(Debug)]
 pub struct Gate {
     resolver: TenantResolver,

@@ -1,4 +1,5 @@
-//! The gRPC surface: `stateservice.v1.StateService`.
+//! The gRPC surface: `stateservice.v1.StateService`, and the admin service
+//! beside it (`admin`).
 //!
 //! A request's path through this module: the `guard` runs the `gate` on the
 //! request's headers, before the body is read (identity, scope, rate, tenant
@@ -9,6 +10,7 @@
 //! one typed `Store` method and converts the answer. All storage semantics
 //! live in `store`; every `Status` is built in `error`.
 
+pub mod admin;
 pub mod codec;
 pub mod gate;
 pub mod guard;
@@ -30,6 +32,7 @@ use crate::{
     tenancy::Scope,
 };
 
+pub use admin::AdminApi;
 pub use gate::{Caller, Gate};
 pub use guard::{GuardLayer, GuardSettings};
 pub use page_token::PageTokens;

@@ -40,9 +40,9 @@ use crate::{
     error::{Error, Exhaustion, FailureReason, OpFailure, Result},
     pb::{Value, value::Kind},
     store::{
-        Condition, DeleteOp, Entry, Expiry, Idempotency, IncrementOp, Incremented, ListPage,
-        Namespace, OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, next_version,
-        transaction_fingerprint, type_name,
+        Condition, DeleteOp, Entry, Expiry, Idempotency, ImportEntry, ImportPolicy, Imported,
+        IncrementOp, Incremented, ListPage, Namespace, OpResult, PageLimits, PutOp, RequestId,
+        ScanStep, Store, WriteOp, next_version, transaction_fingerprint, type_name,
         watch::{Cursor, Event, EventKind, FeedConfig, Hub, Position, Resync, Subscription},
     },
 };
@@ -315,6 +315,21 @@ async fn sweep(state: Weak<Mutex<State>>) {
         }
         st.tombs.retain(|_, t| t.expires_at > now);
     }
+}
+
+/// The lower bound of a scan over the keys starting with `start`: from the
+/// start, or after the last key a previous step handled (its cursor).
+fn scan_lower(start: &str, cursor: Option<&[u8]>) -> Result<Bound<String>> {
+    Ok(match cursor {
+        None => Bound::Included(start.to_string()),
+        Some(c) => Bound::Excluded(
+            std::str::from_utf8(c)
+                .ok()
+                .filter(|a| a.starts_with(start))
+                .ok_or_else(|| Error::invalid("the scan cursor is not valid for this prefix"))?
+                .to_string(),
+        ),
+    })
 }
 
 fn now_micros() -> u64 {
@@ -920,6 +935,134 @@ impl Store for MemoryStore {
             backlog,
             live,
         ))
+    }
+
+    async fn import(
+        &self,
+        ns: &Namespace,
+        entries: Vec<ImportEntry>,
+        policy: ImportPolicy,
+    ) -> Result<Vec<Result<Imported, OpFailure>>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let size = entries
+            .iter()
+            .map(|e| stored_size(&ns.storage_key(&e.key), &e.value))
+            .sum();
+        self.check_budget(&state, size)?;
+        let clock = now_micros();
+        let mut results = Vec::with_capacity(entries.len());
+        for e in entries {
+            let key = ns.storage_key(&e.key);
+            let current = state.map.get(&key).filter(|i| i.live(now));
+            let cur_version = current.map(|i| i.version);
+            let skip = match (policy, cur_version) {
+                (ImportPolicy::SkipExisting, Some(_)) => true,
+                (ImportPolicy::NewerVersion, Some(cur)) => e.version <= cur,
+                _ => false,
+            };
+            if let (true, Some(current_version)) = (skip, cur_version) {
+                results.push(Ok(Imported::Skipped { current_version }));
+                continue;
+            }
+            // The imported version when it is above the key's; otherwise the
+            // next one above it, as any write would pick. The store-wide high
+            // water mark rises with it, so later writes stay above.
+            let version = match (e.version, cur_version) {
+                (0, _) => next_version(Some(state.high_water), clock),
+                (v, Some(cur)) if v <= cur => next_version(Some(state.high_water.max(cur)), clock),
+                (v, _) => v,
+            };
+            state.high_water = state.high_water.max(version);
+            // A key written by import starts without request ids (they
+            // belong to the live store's retries, not to the data).
+            state.tombs.remove(&key);
+            state.insert(
+                key,
+                Item {
+                    value: e.value,
+                    version,
+                    expires_at: e.ttl.map(|t| now + t),
+                    ids: Vec::new(),
+                },
+            );
+            results.push(Ok(Imported::Written { version }));
+        }
+        Ok(results)
+    }
+
+    async fn purge_step(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&[u8]>,
+        max_keys: usize,
+    ) -> Result<ScanStep> {
+        let start = ns.storage_key(prefix);
+        let lower = scan_lower(&start, cursor)?;
+        let mut state = self.lock();
+        if cursor.is_none() {
+            // Tombstones under the prefix go in the first step: they are
+            // bookkeeping of the keys, not entries of their own.
+            state.tombs.retain(|k, _| !k.starts_with(&start));
+        }
+        let batch: Vec<String> = state
+            .map
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&start))
+            .take(max_keys.max(1) + 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let more = batch.len() > max_keys.max(1);
+        let mut step = ScanStep::default();
+        for k in batch.iter().take(max_keys.max(1)) {
+            // Expired keys not yet swept are deleted too, but not counted:
+            // to a client they were already gone.
+            if state.remove(k).is_some_and(|i| i.live(Instant::now())) {
+                step.keys += 1;
+            }
+        }
+        if more {
+            step.cursor = batch
+                .get(max_keys.max(1) - 1)
+                .map(|k| k.clone().into_bytes());
+        }
+        Ok(step)
+    }
+
+    async fn stats_step(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&[u8]>,
+        max_keys: usize,
+    ) -> Result<ScanStep> {
+        let start = ns.storage_key(prefix);
+        let lower = scan_lower(&start, cursor)?;
+        let now = Instant::now();
+        let state = self.lock();
+        let mut step = ScanStep::default();
+        let mut visited = 0;
+        let mut iter = state
+            .map
+            .range((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&start));
+        let mut last = None;
+        for (k, item) in iter.by_ref() {
+            if item.live(now) {
+                step.keys += 1;
+                step.bytes += size_of(k, item) as u64;
+            }
+            visited += 1;
+            last = Some(k);
+            if visited == max_keys.max(1) {
+                break;
+            }
+        }
+        if iter.next().is_some() {
+            step.cursor = last.map(|k| k.clone().into_bytes());
+        }
+        Ok(step)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -282,6 +282,62 @@ pub struct ListPage {
     pub cursor: Option<Vec<u8>>,
 }
 
+/// How an import treats a key that already holds an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportPolicy {
+    /// Write every entry, replacing what the key holds.
+    Overwrite,
+    /// Leave existing keys alone.
+    SkipExisting,
+    /// Write an entry only if its version is above the existing key's.
+    NewerVersion,
+}
+
+/// One entry to import: what an export produced, or a backup file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportEntry {
+    pub key: String,
+    pub value: Value,
+    /// The version to keep when it is above every version the key has (or,
+    /// on Redis, had before a delete that left a tombstone); otherwise the
+    /// next version above it is written. 0: a fresh version. Below 10^16
+    /// (checked by the API: the stored header holds 16 digits).
+    pub version: u64,
+    /// Expires this long after the write; `None`: no expiry.
+    pub ttl: Option<Duration>,
+}
+
+/// What an import did with one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// Written with this version.
+    Written { version: u64 },
+    /// Left alone by the policy; the key's current version.
+    Skipped { current_version: u64 },
+}
+
+/// One page of an export.
+#[derive(Debug, Clone, Default)]
+pub struct ExportPage {
+    pub entries: Vec<Entry>,
+    /// Keys found but not exported: they vanished between finding and
+    /// reading, or hold data state-service did not write.
+    pub skipped: u64,
+    /// Backend-specific continuation; `None` when the export is complete.
+    pub cursor: Option<Vec<u8>>,
+}
+
+/// One bounded step of a purge or a count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanStep {
+    /// Keys deleted (purge) or entries counted (stats) in this step.
+    pub keys: u64,
+    /// Approximate bytes of the counted entries (stats; 0 for purge).
+    pub bytes: u64,
+    /// Where the next step starts; `None` when the scan is complete.
+    pub cursor: Option<Vec<u8>>,
+}
+
 /// The storage contract. Every method acts inside one tenant's namespace and
 /// is atomic unless it says otherwise.
 ///
@@ -391,6 +447,61 @@ pub trait Store: Send + Sync + 'static {
         prefix: &str,
         from: Option<watch::Cursor>,
     ) -> impl Future<Output = Result<watch::Subscription>> + Send;
+    /// One page of an export: the entries under `prefix` with value,
+    /// version and remaining TTL, each read atomically (one MGET per page on
+    /// Redis), skipping deleted keys' tombstones and never exposing
+    /// request-id entries. Bounded work per page like `list`; `cursor` is
+    /// what the previous page returned.
+    fn export(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        limits: PageLimits,
+        cursor: Option<&[u8]>,
+    ) -> impl Future<Output = Result<ExportPage>> + Send {
+        async move {
+            let page = self.list(ns, prefix, limits, cursor, true).await?;
+            Ok(ExportPage {
+                skipped: page.keys.len().saturating_sub(page.entries.len()) as u64,
+                entries: page.entries,
+                cursor: page.cursor,
+            })
+        }
+    }
+
+    /// Imports entries under `policy`, each on its own (atomic per entry,
+    /// not as a whole), in order; a key holding data another tool wrote
+    /// fails with INVALID_STORED_VALUE and the rest go on. TTLs start at the
+    /// write. One round trip (one script on Redis).
+    fn import(
+        &self,
+        ns: &Namespace,
+        entries: Vec<ImportEntry>,
+        policy: ImportPolicy,
+    ) -> impl Future<Output = Result<Vec<Result<Imported, OpFailure>>>> + Send;
+
+    /// Deletes up to about `max_keys` keys under `prefix` — entries,
+    /// tombstones and foreign data alike — continuing at `cursor`. Keys
+    /// present for the whole purge are gone once a step returns no cursor.
+    /// Two round trips per step on Redis (SCAN, UNLINK).
+    fn purge_step(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&[u8]>,
+        max_keys: usize,
+    ) -> impl Future<Output = Result<ScanStep>> + Send;
+
+    /// Counts up to about `max_keys` entries under `prefix` and their
+    /// approximate bytes, continuing at `cursor`. Two round trips per step
+    /// on Redis (SCAN, a pipeline of STRLEN).
+    fn stats_step(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&[u8]>,
+        max_keys: usize,
+    ) -> impl Future<Output = Result<ScanStep>> + Send;
 
     /// Whether the backend can serve right now (drives grpc.health.v1); the
     /// error says why not, for the operator's log.

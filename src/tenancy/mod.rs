@@ -142,6 +142,21 @@ impl fmt::Display for Scopes {
     }
 }
 
+/// Which tenants a caller's `admin` scope reaches (AdminService). A
+/// credential's admin scope covers its own tenant; others need an operator
+/// grant on the token (`admin_tenants` in the tenants file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AdminGrant {
+    /// Its own tenant only.
+    #[default]
+    Own,
+    /// Its own tenant and these.
+    Tenants(Arc<[TenantId]>),
+    /// Every tenant (`admin_tenants = ["*"]`, and header mode, where every
+    /// caller may name any tenant anyway).
+    All,
+}
+
 /// Who a request comes from, once its credentials are checked.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -152,6 +167,8 @@ pub struct Identity {
     /// The tenant's own in-flight limit from the tenants file, overriding
     /// the process default.
     pub max_in_flight: Option<usize>,
+    /// The tenants an admin call may act on besides its own.
+    pub admin: AdminGrant,
 }
 
 impl Identity {
@@ -169,10 +186,36 @@ impl Identity {
             scope: Some(scope.as_str()),
         })
     }
+
+    /// The tenant an admin call acts on: `target` (empty: the caller's own).
+    /// Another tenant than the caller's needs an operator grant; the refusal
+    /// does not say whether the named tenant exists.
+    pub fn admin_target(&self, target: &str) -> Result<TenantId> {
+        if target.is_empty() || target == self.tenant.as_str() {
+            return Ok(self.tenant.clone());
+        }
+        let target = TenantId::parse(target)
+            .map_err(|e| Error::invalid_field("tenant", format!("tenant: {e}")))?;
+        let granted = match &self.admin {
+            AdminGrant::All => true,
+            AdminGrant::Tenants(list) => list.contains(&target),
+            AdminGrant::Own => false,
+        };
+        if granted {
+            return Ok(target);
+        }
+        Err(Error::PermissionDenied {
+            message: "the admin scope of these credentials covers their own tenant only; \
+                      acting on another tenant needs an operator grant on the token \
+                      (admin_tenants in the tenants file, docs/security.md)"
+                .into(),
+            scope: Some(Scope::Admin.as_str()),
+        })
+    }
 }
 
 /// How identities are established.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Authentication {
     /// No credentials configured: `x-tenant-id` is trusted as sent.
     Header { default_tenant: TenantId },
@@ -186,7 +229,7 @@ enum Authentication {
 
 /// Establishes the identity of each request from its metadata and client
 /// certificate.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TenantResolver {
     auth: Authentication,
 }
@@ -244,6 +287,7 @@ impl TenantResolver {
                     scopes: Scopes::ALL,
                     limiter: None,
                     max_in_flight: None,
+                    admin: AdminGrant::All,
                 })
             }
             Authentication::Credentials {
@@ -340,6 +384,7 @@ fn certificate_identity(
             scopes: Scopes::NONE.with(Scope::Read).with(Scope::Write),
             limiter: None,
             max_in_flight: None,
+            admin: AdminGrant::Own,
         }),
         Some(file) => file.current().certificate_identity(&tenant).ok_or_else(|| {
             Error::Unauthenticated(
@@ -422,6 +467,7 @@ mod tests {
             scopes: s,
             limiter: None,
             max_in_flight: None,
+            admin: AdminGrant::Own,
         };
         assert!(matches!(
             id.require(Scope::Read),

@@ -13,6 +13,9 @@
 //! name = "2025-06 pipeline"           # optional label for logs
 //! sha256 = "<64 hex digits>"          # `state-service hash-token` prints it
 //! scopes = ["read", "write"]          # read, write, admin
+//! admin_tenants = ["team-b"]          # optional, needs "admin": an operator
+//!                                     # grant to administer these tenants
+//!                                     # too ("*": every tenant)
 //! ```
 //!
 //! Tokens are stored as SHA-256 hashes, never in plaintext: tokens are 256-bit
@@ -35,7 +38,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Identity, Scope, Scopes, TenantId, rate::RateLimit, rate::TenantLimiter};
+use super::{AdminGrant, Identity, Scope, Scopes, TenantId, rate::RateLimit, rate::TenantLimiter};
 use crate::reload::{Reload, Reloadable};
 
 /// The hex SHA-256 of a token, as the tenants file stores it.
@@ -77,6 +80,8 @@ struct TokenDoc {
     name: Option<String>,
     sha256: String,
     scopes: Vec<String>,
+    #[serde(default)]
+    admin_tenants: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -90,6 +95,7 @@ struct TokenEntry {
     hash: [u8; 32],
     tenant: TenantId,
     scopes: Scopes,
+    admin: AdminGrant,
 }
 
 // Hand-written so that a stray `{:?}` can never print a hash.
@@ -159,12 +165,14 @@ impl Tenants {
                 if tok.name.as_ref().is_some_and(|n| n.len() > 128) {
                     return Err(format!("{at}.name: at most 128 characters"));
                 }
+                let admin = admin_grant(&tok.admin_tenants, token_scopes, &at)?;
                 tokens.insert(
                     hash,
                     TokenEntry {
                         hash,
                         tenant: id.clone(),
                         scopes: token_scopes,
+                        admin,
                     },
                 );
             }
@@ -203,8 +211,12 @@ impl Tenants {
         Some(Identity {
             tenant: entry.tenant.clone(),
             scopes: entry.scopes,
-            limiter: tenant.and_then(|t| t.limiter.clone()),
+            admin: entry.admin.clone(),
             max_in_flight: tenant.and_then(|t| t.max_in_flight),
+            limiter: self
+                .tenants
+                .get(&entry.tenant)
+                .and_then(|t| t.limiter.clone()),
         })
     }
 
@@ -220,6 +232,9 @@ impl Tenants {
             scopes: t.certificate_scopes,
             limiter: t.limiter.clone(),
             max_in_flight: t.max_in_flight,
+            // Operator grants are given to tokens only: a certificate's
+            // admin scope covers its own tenant.
+            admin: AdminGrant::Own,
         })
     }
 
@@ -249,6 +264,29 @@ fn scopes(names: &[String], at: &str, field: &str) -> Result<Scopes, String> {
             })
         })
         .collect()
+}
+
+/// A token's operator grant: `admin_tenants`, tenant ids or `"*"`. Only a
+/// token that holds the admin scope may carry one (a grant without the scope
+/// would be a silent no-op, which is how misconfigurations hide).
+fn admin_grant(names: &[String], scopes: Scopes, at: &str) -> Result<AdminGrant, String> {
+    if names.is_empty() {
+        return Ok(AdminGrant::Own);
+    }
+    if !scopes.contains(Scope::Admin) {
+        return Err(format!(
+            "{at}.admin_tenants: an operator grant needs the \"admin\" scope on the same token"
+        ));
+    }
+    if names.iter().any(|n| n == "*") {
+        return Ok(AdminGrant::All);
+    }
+    let ids = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| TenantId::parse(n).map_err(|e| format!("{at}.admin_tenants[{i}]: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AdminGrant::Tenants(ids.into()))
 }
 
 fn parse_hash(hex: &str) -> Result<[u8; 32], String> {
@@ -465,6 +503,45 @@ id = "beta"
             new.tenants[&alpha].limiter.as_ref().unwrap(),
         );
         assert!(Arc::ptr_eq(o, n));
+    }
+
+    #[test]
+    fn operator_grants_name_tenants_or_all_and_need_the_admin_scope() {
+        let tok = |scopes: &str, grant: &str| {
+            format!(
+                "[[tenants]]\nid = \"ops\"\n[[tenants.tokens]]\nsha256 = \"{}\"\n\
+                 scopes = {scopes}\n{grant}\n",
+                hash_token("t")
+            )
+        };
+        let grant = |scopes: &str, grant: &str| {
+            Tenants::parse(&tok(scopes, grant)).map(|t| t.authenticate("t").unwrap().admin)
+        };
+        assert_eq!(grant(r#"["admin"]"#, ""), Ok(AdminGrant::Own));
+        assert_eq!(
+            grant(r#"["admin"]"#, r#"admin_tenants = ["*"]"#),
+            Ok(AdminGrant::All)
+        );
+        let Ok(AdminGrant::Tenants(list)) = grant(r#"["admin"]"#, r#"admin_tenants = ["b", "c"]"#)
+        else {
+            panic!("a list of tenants is a grant of those tenants");
+        };
+        assert_eq!(list.len(), 2);
+        let err = grant(r#"["read"]"#, r#"admin_tenants = ["b"]"#).unwrap_err();
+        assert!(
+            err.contains("admin_tenants") && err.contains("admin"),
+            "{err}"
+        );
+        let err = grant(r#"["admin"]"#, r#"admin_tenants = ["a:b"]"#).unwrap_err();
+        assert!(err.contains("admin_tenants[0]"), "{err}");
+        // The grant reaches the named tenants, and never others.
+        let id = Tenants::parse(&tok(r#"["admin"]"#, r#"admin_tenants = ["b"]"#))
+            .unwrap()
+            .authenticate("t")
+            .unwrap();
+        assert_eq!(id.admin_target("").unwrap().as_str(), "ops");
+        assert_eq!(id.admin_target("b").unwrap().as_str(), "b");
+        assert!(id.admin_target("c").is_err());
     }
 
     #[test]

@@ -219,7 +219,10 @@ impl<V: StoreValue> StateStore<V> {
     /// so `restore` never sees a half-written checkpoint. Not a snapshot:
     /// keys written while it runs may or may not be included (stop the job's
     /// writers first, as you would for rust-rule-engine's file backend).
-    /// When the service's admin Export/Import exists this will map onto it.
+    /// It stays on the data API (read and write scopes) rather than the
+    /// service's admin Export/Import, which needs the tenant-wide admin
+    /// scope; for an operator's backup of the namespace use
+    /// `state-service export --prefix '<namespace>:'` (clients/README.md).
     pub fn checkpoint(&self, name: impl Into<String>) -> Result<String> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)

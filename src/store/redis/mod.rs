@@ -23,6 +23,7 @@
 //! APPLY handles answers SLOW (or aborts on a key of another type before
 //! writing) and the op goes to APPLY.
 
+pub mod admin_scripts;
 mod conn;
 mod feed;
 pub mod record;
@@ -40,9 +41,9 @@ use redis::{RedisError, RedisResult, Value as RValue};
 use crate::{
     error::{Error, Exhaustion, FailureReason, OpFailure, Result},
     store::{
-        Condition, DeleteOp, Entry, Expiry, Idempotency, IncrementOp, Incremented, Keyspace,
-        ListPage, Namespace, OpResult, PageLimits, PutOp, RequestId, Store, WriteOp, codec, hex16,
-        transaction_fingerprint,
+        Condition, DeleteOp, Entry, Expiry, Idempotency, ImportEntry, ImportPolicy, Imported,
+        IncrementOp, Incremented, Keyspace, ListPage, Namespace, OpResult, PageLimits, PutOp,
+        RequestId, ScanStep, Store, WriteOp, codec, hex16, transaction_fingerprint,
     },
 };
 
@@ -920,9 +921,58 @@ fn not_executed(e: &RedisError) -> bool {
         || e.kind() == redis::ErrorKind::ClusterConnectionNotFound
 }
 
+/// Admin scans and imports run on one connection (one node) and IMPORT
+/// writes many keys in one script, which a Cluster refuses across slots.
+const ADMIN_ON_CLUSTER: &str = "Export, Import, Purge and Stats are not available with \
+     --redis-mode cluster yet (they work on standalone and Sentinel Redis and on the memory \
+     backend)";
+
 /// The hash slot of a storage key.
 fn slot_of(key: &str) -> u16 {
     slot::slot_of(key.as_bytes())
+}
+
+impl RedisStore {
+    /// One SCAN call over the storage keys under `prefix` (of Redis type
+    /// `kind` when given), at most `count` keys of work: the next cursor
+    /// (`None`: complete) and the keys found that lie under the prefix.
+    async fn scan_step(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&[u8]>,
+        count: usize,
+        kind: Option<&'static str>,
+    ) -> Result<(Option<u64>, Vec<Vec<u8>>)> {
+        let scan = match cursor {
+            None => 0,
+            Some(c) => u64::from_le_bytes(
+                c.try_into()
+                    .map_err(|_| Error::invalid("the scan cursor is not valid"))?,
+            ),
+        };
+        let pattern = &ns.scan_pattern(prefix);
+        let (next, keys): (u64, Vec<Vec<u8>>) = self
+            .call(|mut conn| async move {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(scan)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count.max(1));
+                if let Some(kind) = kind {
+                    cmd.arg("TYPE").arg(kind);
+                }
+                cmd.query_async(&mut conn).await
+            })
+            .await?;
+        let full_prefix = ns.storage_key(prefix);
+        let keys = keys
+            .into_iter()
+            .filter(|k| k.starts_with(full_prefix.as_bytes()))
+            .collect();
+        Ok(((next != 0).then_some(next), keys))
+    }
 }
 
 /// Whether a reply is the status `{tag}` a script answers with.
@@ -1296,6 +1346,151 @@ impl Store for RedisStore {
             Some(feed) => feed.shared.open(ns, prefix, from).await,
             None => Err(Error::WatchDisabled),
         }
+    }
+
+    async fn import(
+        &self,
+        ns: &Namespace,
+        entries: Vec<ImportEntry>,
+        policy: ImportPolicy,
+    ) -> Result<Vec<Result<Imported, OpFailure>>> {
+        if *self.conns.topology() == Topology::Cluster {
+            return Err(Error::invalid(ADMIN_ON_CLUSTER));
+        }
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clocks.next_version();
+        let mut inv = admin_scripts::IMPORT.prepare_invoke();
+        inv.arg(match policy {
+            ImportPolicy::Overwrite => "O",
+            ImportPolicy::SkipExisting => "S",
+            ImportPolicy::NewerVersion => "N",
+        })
+        .arg(record::version_digits(now));
+        for e in &entries {
+            let expires_at = e.ttl.map(|t| self.clocks.expires_at(t));
+            let version = if e.version == 0 { now } else { e.version };
+            inv.key(ns.storage_key(&e.key))
+                .arg(record::encode(
+                    version,
+                    expires_at,
+                    b"",
+                    &codec::encode(&e.value),
+                ))
+                .arg(if e.version == 0 {
+                    String::new()
+                } else {
+                    record::version_digits(e.version)
+                })
+                .arg(expires_at.map(|at| at.to_string()).unwrap_or_default());
+        }
+        let reply = self.eval(None, inv).await?;
+        let RValue::Array(parts) = &reply else {
+            return Err(unexpected("IMPORT", &reply));
+        };
+        if parts.len() != entries.len() {
+            return Err(unexpected("IMPORT", &reply));
+        }
+        parts
+            .iter()
+            .zip(&entries)
+            .map(|(part, e)| {
+                let RValue::Array(f) = part else {
+                    return Err(unexpected("IMPORT item", part));
+                };
+                let field = |i: usize| f.get(i).unwrap_or(&RValue::Nil);
+                match f.first().and_then(as_str) {
+                    Some("W") => Ok(Ok(Imported::Written {
+                        version: as_u64(field(1)).ok_or_else(|| unexpected("IMPORT", part))?,
+                    })),
+                    Some("S") => Ok(Ok(Imported::Skipped {
+                        current_version: as_u64(field(1))
+                            .ok_or_else(|| unexpected("IMPORT", part))?,
+                    })),
+                    Some("F") => Ok(Err(OpFailure::new(
+                        &e.key,
+                        FailureReason::InvalidStoredValue {
+                            detail: as_str(field(3)).unwrap_or_default().to_string(),
+                        },
+                        None,
+                    ))),
+                    _ => Err(unexpected("IMPORT item", part)),
+                }
+            })
+            .collect()
+    }
+
+    async fn purge_step(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&[u8]>,
+        max_keys: usize,
+    ) -> Result<ScanStep> {
+        if *self.conns.topology() == Topology::Cluster {
+            return Err(Error::invalid(ADMIN_ON_CLUSTER));
+        }
+        // Every Redis type: tombstones and other tools' data under the
+        // prefix go too.
+        let (next, keys) = self.scan_step(ns, prefix, cursor, max_keys, None).await?;
+        let deleted: u64 = if keys.is_empty() {
+            0
+        } else {
+            // UNLINK frees large values off Redis's main thread.
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(keys);
+            let cmd = &cmd;
+            self.call(|mut c| async move { cmd.query_async(&mut c).await })
+                .await?
+        };
+        Ok(ScanStep {
+            keys: deleted,
+            bytes: 0,
+            cursor: next.map(|c| c.to_le_bytes().to_vec()),
+        })
+    }
+
+    async fn stats_step(
+        &self,
+        ns: &Namespace,
+        prefix: &str,
+        cursor: Option<&[u8]>,
+        max_keys: usize,
+    ) -> Result<ScanStep> {
+        if *self.conns.topology() == Topology::Cluster {
+            return Err(Error::invalid(ADMIN_ON_CLUSTER));
+        }
+        let (next, keys) = self
+            .scan_step(ns, prefix, cursor, max_keys, Some("string"))
+            .await?;
+        let mut step = ScanStep {
+            cursor: next.map(|c| c.to_le_bytes().to_vec()),
+            ..ScanStep::default()
+        };
+        if keys.is_empty() {
+            return Ok(step);
+        }
+        // STRLEN is O(1); a key that changed type or vanished since SCAN
+        // answers an error or 0 and is not counted.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for k in &keys {
+            pipe.cmd("STRLEN").arg(k);
+        }
+        let pipe = &pipe;
+        let lens: Vec<RValue> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        for (k, len) in keys.iter().zip(&lens) {
+            if let RValue::Int(n) = len
+                && *n > 0
+            {
+                step.keys += 1;
+                step.bytes += k.len() as u64 + *n as u64;
+            }
+        }
+        Ok(step)
     }
 
     async fn ping(&self) -> Result<()> {
