@@ -701,3 +701,140 @@ async fn page_tokens_are_opaque_and_bound_to_their_listing() {
             .await,
     );
 }
+
+// ---- Finding 7: fairness between tenants ---------------------------------
+
+/// What one run of the fairness scenario measured.
+#[derive(Debug, Default)]
+struct FairnessRun {
+    a_ok: usize,
+    a_shed: usize,
+    b_ok: usize,
+    /// B's calls refused with RESOURCE_EXHAUSTED.
+    b_shed: usize,
+    /// B's calls failed otherwise (deadline on a loaded machine).
+    b_failed: usize,
+}
+
+/// Tenant A saturates the server with 48 concurrent BatchGet loops (20 keys
+/// of 1 KiB each) while tenant B makes sequential Gets with a 5 s deadline,
+/// for `run_for`, on a Redis backend with --max-concurrent-requests 32.
+async fn fairness_run(tenant_share: usize, run_for: Duration) -> FairnessRun {
+    use state_service::pb::BatchGetRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = two_tenants(&dir, "");
+    let s = TestServer::start_with(Backend::Redis, |cfg| {
+        cfg.tenancy.tenants_file = Some(tenants);
+        cfg.limits.max_concurrent_requests = 32;
+        cfg.bounds.tenant_max_in_flight = tenant_share;
+    })
+    .await;
+    let mut c = s.client();
+    let keys: Vec<String> = (0..20).map(|i| format!("big-{i}")).collect();
+    for k in &keys {
+        let mut p = put(k);
+        p.value = common::v::string(&"x".repeat(1024));
+        c.put(with_token(ALPHA, p)).await.unwrap();
+    }
+    c.put(with_token(BETA, put("mine"))).await.unwrap();
+    let stop_at = Instant::now() + run_for;
+    let (a_ok, a_shed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        // Four connections, as h2load -c 4 would.
+        let client = s.client_with(None).await;
+        for _ in 0..12 {
+            let (mut client, keys) = (client.clone(), keys.clone());
+            let (a_ok, a_shed) = (a_ok.clone(), a_shed.clone());
+            attackers.push(tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    let req = with_token(ALPHA, BatchGetRequest { keys: keys.clone() });
+                    match client.batch_get(req).await {
+                        Ok(_) => a_ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) if e.code() == Code::ResourceExhausted => {
+                            a_shed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => panic!("tenant A got {e:?}"),
+                    };
+                }
+            }));
+        }
+    }
+    let mut run = FairnessRun::default();
+    let mut b = s.client_with(None).await;
+    while Instant::now() < stop_at {
+        let mut req = with_token(BETA, get("mine"));
+        req.set_timeout(Duration::from_secs(5));
+        match b.get(req).await {
+            Ok(r) if r.get_ref().found => run.b_ok += 1,
+            Err(e) if e.code() == Code::ResourceExhausted => run.b_shed += 1,
+            _ => run.b_failed += 1,
+        }
+    }
+    for a in attackers {
+        a.await.unwrap();
+    }
+    run.a_ok = a_ok.load(Ordering::Relaxed);
+    run.a_shed = a_shed.load(Ordering::Relaxed);
+    run
+}
+
+/// With a tenant share of 8 of 32 slots, every call of tenant B succeeds
+/// within its deadline while tenant A saturates the server. The same
+/// scenario with the share equal to the whole server (no fairness) is
+/// measured and printed for comparison, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_at_saturation_leaves_the_other_its_share() {
+    let unfair = fairness_run(32, Duration::from_secs(4)).await;
+    let fair = fairness_run(8, Duration::from_secs(4)).await;
+    eprintln!("FAIRNESS without share (32 of 32): {unfair:?}");
+    eprintln!("FAIRNESS with share 8 of 32:       {fair:?}");
+    assert!(fair.b_ok > 0);
+    assert_eq!(
+        fair.b_failed, 0,
+        "tenant B failed calls under A's load: {fair:?}"
+    );
+    assert!(
+        fair.a_shed > 0,
+        "tenant A never reached its share: {fair:?}"
+    );
+}
+
+/// A tenant's own `max_in_flight` in the tenants file overrides the default:
+/// of six unfinished requests, three are held and three are refused with
+/// RESOURCE_EXHAUSTED naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_file_share_overrides_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = two_tenants(&dir, "max_in_flight = 3");
+    let s = TestServer::start_with(Backend::Memory, |cfg| {
+        cfg.tenancy.tenants_file = Some(tenants);
+        cfg.bounds.request_body_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let auth = format!("Bearer {ALPHA}");
+    let send = h2_connect(s.addr).await;
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        let (send, auth) = (send.clone(), auth.clone());
+        streams.push(tokio::spawn(async move {
+            let headers = [("authorization", auth.as_str())];
+            unfinished_request(send, PUT_PATH, &headers, 64, false, Duration::from_secs(15)).await
+        }));
+    }
+    let mut c = s.client();
+    legitimate_call(&mut c, BETA, "beta-meanwhile").await;
+    let (mut held, mut refused) = (0, 0);
+    for st in streams {
+        match st.await.unwrap() {
+            Some((4, _)) => held += 1,
+            Some((8, m)) if m.contains("max_in_flight") => refused += 1,
+            other => panic!("got {other:?}"),
+        }
+    }
+    assert_eq!((held, refused), (3, 3));
+    // The ErrorInfo names the setting.
+    let mut one = with_token(ALPHA, get("k"));
+    one.set_timeout(Duration::from_secs(5));
+    c.get(one).await.unwrap();
+}
