@@ -885,3 +885,93 @@ async fn decoding_is_bounded_in_values_and_depth() {
         assert_eq!(common::sample(&text, &line), Some(1.0), "{line} in\n{text}");
     }
 }
+
+// ---- Finding 5: read amplification ----------------------------------------
+
+/// `BatchGet` of one 1 MB key repeated 200 times (a 4 KB request) is refused
+/// up front with FAILED_PRECONDITION (RESPONSE_TOO_LARGE) naming
+/// --max-response-bytes; the key is read from Redis once, so neither the
+/// service nor Redis holds 200 copies, and another tenant's calls succeed.
+/// Before: a 210 MB answer, 852 MB service peak, Redis +200 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_get_of_one_big_key_repeated_is_bounded() {
+    use state_service::pb::BatchGetRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = two_tenants(&dir, "");
+    let s = TestServer::start_with(Backend::Redis, |cfg| {
+        cfg.tenancy.tenants_file = Some(tenants);
+    })
+    .await;
+    let mut c = s.client();
+    let mut big = put("big");
+    big.value = common::v::string(&"b".repeat(1_000_000));
+    c.put(with_token(ALPHA, big)).await.unwrap();
+    let redis = match &s.redis {
+        Some(common::TestRedis::Owned(r)) => Some(r.client().await),
+        _ => None,
+    };
+    let peak = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory_peak:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let redis_peak_before = match &redis {
+        Some(r) => {
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut r.clone())
+                .await
+                .unwrap();
+            Some(peak(info))
+        }
+        None => None,
+    };
+    let before = rss_bytes();
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let mut c = c.clone();
+        calls.push(tokio::spawn(async move {
+            let req = with_token(
+                ALPHA,
+                BatchGetRequest {
+                    keys: vec!["big".to_string(); 200],
+                },
+            );
+            c.batch_get(req).await.unwrap_err()
+        }));
+    }
+    legitimate_call(&mut c, BETA, "meanwhile").await;
+    for call in calls {
+        let err = call.await.unwrap();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("--max-response-bytes"), "{err:?}");
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
+    if let (Some(r), Some(before)) = (&redis, redis_peak_before) {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut r.clone())
+            .await
+            .unwrap();
+        let grown = peak(info).saturating_sub(before);
+        assert!(
+            grown < 32 * MIB,
+            "Redis peak memory grew by {} MiB",
+            grown / MIB
+        );
+    }
+    // Three distinct copies fit the budget and are answered.
+    let ok = c
+        .batch_get(with_token(
+            ALPHA,
+            BatchGetRequest {
+                keys: vec!["big".to_string(); 3],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.results.len(), 3);
+}
