@@ -138,25 +138,28 @@ async fn unfinished_request(
     let mut prefix = vec![0u8];
     prefix.extend_from_slice(&claimed.to_be_bytes());
     body.send_data(Bytes::from(prefix), false).ok()?;
-    let push = async move {
+    // Holds the stream open (unfinished) for as long as it is polled.
+    let sending = async move {
         // Only what the window allows: the attacker itself buffers nothing.
-        while push {
-            body.reserve_capacity(16 * 1024);
-            match poll_fn(|cx| body.poll_capacity(cx)).await {
-                Some(Ok(n)) if n > 0 => {
-                    if body.send_data(Bytes::from(vec![0u8; n]), false).is_err() {
-                        break;
+        if push {
+            loop {
+                body.reserve_capacity(16 * 1024);
+                match poll_fn(|cx| body.poll_capacity(cx)).await {
+                    Some(Ok(n)) if n > 0 => {
+                        if body.send_data(Bytes::from(vec![0u8; n]), false).is_err() {
+                            break;
+                        }
                     }
+                    Some(Ok(_)) => {}
+                    _ => break,
                 }
-                Some(Ok(_)) => {}
-                _ => break,
             }
         }
         std::future::pending::<()>().await;
     };
     tokio::select! {
         r = resp => grpc_status(r.ok()?).await,
-        () = push => None,
+        () = sending => None,
         () = tokio::time::sleep(patience) => None,
     }
 }
