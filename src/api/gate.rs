@@ -69,8 +69,14 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A gate without per-tenant shares (every tenant may use every slot).
     pub fn new(resolver: TenantResolver, max_concurrent: usize, max_metadata_bytes: usize) -> Self {
-        Self::with_tenant_share(resolver, max_concurrent, max_metadata_bytes, max_concurrent)
+        Self::with_tenant_share(
+            resolver,
+            max_concurrent,
+            max_metadata_bytes,
+            Semaphore::MAX_PERMITS,
+        )
     }
 
     /// A gate that also bounds each tenant to `tenant_max_in_flight`
