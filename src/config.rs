@@ -506,6 +506,13 @@ pub struct BoundsConfig {
     /// RESOURCE_EXHAUSTED (TENANT_OVERLOADED) with a RetryInfo.
     #[arg(long, env = "STATE_TENANT_MAX_IN_FLIGHT", default_value_t = 256)]
     pub tenant_max_in_flight: usize,
+
+    /// Values (and map entries, at any depth) one request may carry, counted
+    /// on the wire before decoding: decoding multiplies memory (an empty
+    /// value takes 2 bytes on the wire and about 100 decoded). Above it:
+    /// INVALID_ARGUMENT naming this flag.
+    #[arg(long, env = "STATE_MAX_REQUEST_VALUES", default_value_t = crate::api::codec::DEFAULT_MAX_REQUEST_VALUES)]
+    pub max_request_values: usize,
 }
 
 impl BoundsConfig {
@@ -523,6 +530,7 @@ impl BoundsConfig {
             ),
             ("--max-health-watchers", self.max_health_watchers),
             ("--tenant-max-in-flight", self.tenant_max_in_flight),
+            ("--max-request-values", self.max_request_values),
         ] {
             if v == 0 {
                 return Err(invalid(flag, "must be at least 1"));

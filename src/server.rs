@@ -286,6 +286,7 @@ async fn serve<S: Store>(
 
     let limits = &config.limits;
     let bounds = &config.bounds;
+    crate::api::codec::set_max_request_values(bounds.max_request_values);
     let gate = Arc::new(Gate::with_tenant_share(
         resolver,
         limits.max_concurrent_requests,

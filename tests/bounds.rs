@@ -138,25 +138,28 @@ async fn unfinished_request(
     let mut prefix = vec![0u8];
     prefix.extend_from_slice(&claimed.to_be_bytes());
     body.send_data(Bytes::from(prefix), false).ok()?;
-    let push = async move {
+    // Holds the stream open (unfinished) for as long as it is polled.
+    let sending = async move {
         // Only what the window allows: the attacker itself buffers nothing.
-        while push {
-            body.reserve_capacity(16 * 1024);
-            match poll_fn(|cx| body.poll_capacity(cx)).await {
-                Some(Ok(n)) if n > 0 => {
-                    if body.send_data(Bytes::from(vec![0u8; n]), false).is_err() {
-                        break;
+        if push {
+            loop {
+                body.reserve_capacity(16 * 1024);
+                match poll_fn(|cx| body.poll_capacity(cx)).await {
+                    Some(Ok(n)) if n > 0 => {
+                        if body.send_data(Bytes::from(vec![0u8; n]), false).is_err() {
+                            break;
+                        }
                     }
+                    Some(Ok(_)) => {}
+                    _ => break,
                 }
-                Some(Ok(_)) => {}
-                _ => break,
             }
         }
         std::future::pending::<()>().await;
     };
     tokio::select! {
         r = resp => grpc_status(r.ok()?).await,
-        () = push => None,
+        () = sending => None,
         () = tokio::time::sleep(patience) => None,
     }
 }
@@ -700,4 +703,278 @@ async fn page_tokens_are_opaque_and_bound_to_their_listing() {
         c.list(list(ALPHA, "visible-", URL_SAFE_NO_PAD.encode(&longer)))
             .await,
     );
+}
+
+// ---- Finding 7: fairness between tenants ---------------------------------
+
+/// What one run of the fairness scenario measured.
+#[derive(Debug, Default)]
+struct FairnessRun {
+    a_ok: usize,
+    a_shed: usize,
+    b_ok: usize,
+    /// B's calls refused with RESOURCE_EXHAUSTED.
+    b_shed: usize,
+    /// B's calls failed otherwise (deadline on a loaded machine).
+    b_failed: usize,
+}
+
+/// Tenant A saturates the server with 48 concurrent BatchGet loops (20 keys
+/// of 1 KiB each) while tenant B makes sequential Gets with a 5 s deadline,
+/// for `run_for`, on a Redis backend with --max-concurrent-requests 32.
+async fn fairness_run(tenant_share: usize, run_for: Duration) -> FairnessRun {
+    use state_service::pb::BatchGetRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = two_tenants(&dir, "");
+    let s = TestServer::start_with(Backend::Redis, |cfg| {
+        cfg.tenancy.tenants_file = Some(tenants);
+        cfg.limits.max_concurrent_requests = 32;
+        cfg.bounds.tenant_max_in_flight = tenant_share;
+    })
+    .await;
+    let mut c = s.client();
+    let keys: Vec<String> = (0..20).map(|i| format!("big-{i}")).collect();
+    for k in &keys {
+        let mut p = put(k);
+        p.value = common::v::string(&"x".repeat(1024));
+        c.put(with_token(ALPHA, p)).await.unwrap();
+    }
+    c.put(with_token(BETA, put("mine"))).await.unwrap();
+    let stop_at = Instant::now() + run_for;
+    let (a_ok, a_shed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        // Four connections, as h2load -c 4 would.
+        let client = s.client_with(None).await;
+        for _ in 0..12 {
+            let (mut client, keys) = (client.clone(), keys.clone());
+            let (a_ok, a_shed) = (a_ok.clone(), a_shed.clone());
+            attackers.push(tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    let req = with_token(ALPHA, BatchGetRequest { keys: keys.clone() });
+                    match client.batch_get(req).await {
+                        Ok(_) => a_ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) if e.code() == Code::ResourceExhausted => {
+                            a_shed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => panic!("tenant A got {e:?}"),
+                    };
+                }
+            }));
+        }
+    }
+    let mut run = FairnessRun::default();
+    let mut b = s.client_with(None).await;
+    while Instant::now() < stop_at {
+        let mut req = with_token(BETA, get("mine"));
+        req.set_timeout(Duration::from_secs(5));
+        match b.get(req).await {
+            Ok(r) if r.get_ref().found => run.b_ok += 1,
+            Err(e) if e.code() == Code::ResourceExhausted => run.b_shed += 1,
+            _ => run.b_failed += 1,
+        }
+    }
+    for a in attackers {
+        a.await.unwrap();
+    }
+    run.a_ok = a_ok.load(Ordering::Relaxed);
+    run.a_shed = a_shed.load(Ordering::Relaxed);
+    run
+}
+
+/// With a tenant share of 8 of 32 slots, every call of tenant B succeeds
+/// within its deadline while tenant A saturates the server. The same
+/// scenario with the share equal to the whole server (no fairness) is
+/// measured and printed for comparison, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_at_saturation_leaves_the_other_its_share() {
+    let unfair = fairness_run(32, Duration::from_secs(4)).await;
+    let fair = fairness_run(8, Duration::from_secs(4)).await;
+    eprintln!("FAIRNESS without share (32 of 32): {unfair:?}");
+    eprintln!("FAIRNESS with share 8 of 32:       {fair:?}");
+    assert!(fair.b_ok > 0);
+    assert_eq!(
+        fair.b_failed, 0,
+        "tenant B failed calls under A's load: {fair:?}"
+    );
+    assert!(
+        fair.a_shed > 0,
+        "tenant A never reached its share: {fair:?}"
+    );
+}
+
+/// A tenant's own `max_in_flight` in the tenants file overrides the default:
+/// of six unfinished requests, three are held and three are refused with
+/// RESOURCE_EXHAUSTED naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_file_share_overrides_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = two_tenants(&dir, "max_in_flight = 3");
+    let s = TestServer::start_with(Backend::Memory, |cfg| {
+        cfg.tenancy.tenants_file = Some(tenants);
+        cfg.bounds.request_body_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let auth = format!("Bearer {ALPHA}");
+    let send = h2_connect(s.addr).await;
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        let (send, auth) = (send.clone(), auth.clone());
+        streams.push(tokio::spawn(async move {
+            let headers = [("authorization", auth.as_str())];
+            unfinished_request(send, PUT_PATH, &headers, 64, false, Duration::from_secs(15)).await
+        }));
+    }
+    let mut c = s.client();
+    legitimate_call(&mut c, BETA, "beta-meanwhile").await;
+    let (mut held, mut refused) = (0, 0);
+    for st in streams {
+        match st.await.unwrap() {
+            Some((4, _)) => held += 1,
+            Some((8, m)) if m.contains("max_in_flight") => refused += 1,
+            other => panic!("got {other:?}"),
+        }
+    }
+    assert_eq!((held, refused), (3, 3));
+    // The ErrorInfo names the setting.
+    let mut one = with_token(ALPHA, get("k"));
+    one.set_timeout(Duration::from_secs(5));
+    c.get(one).await.unwrap();
+}
+
+// ---- Finding 4: decode amplification --------------------------------------
+
+/// A list of 300,000 empty values (600 KB on the wire, ~30 MB decoded) and a
+/// value nested 40 levels deep are refused with INVALID_ARGUMENT naming the
+/// limit before decoding, and counted. Before: 2.1 M empty values drove RSS
+/// to 252 MB, and nesting past ~34–50 levels answered INTERNAL, uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoding_is_bounded_in_values_and_depth() {
+    use state_service::pb::{self, value::Kind};
+    let metrics_port = common::free_port();
+    let s = TestServer::start_with(Backend::Memory, |cfg| {
+        cfg.server.metrics_listen = Some(format!("127.0.0.1:{metrics_port}").parse().unwrap());
+    })
+    .await;
+    let mut c = s.client();
+    let empty = pb::Value { kind: None };
+    let many = pb::Value {
+        kind: Some(Kind::ListValue(pb::ValueList {
+            values: vec![empty; 300_000],
+        })),
+    };
+    let before = rss_bytes();
+    let mut req = put("many");
+    req.value = Some(many);
+    let err = c.put(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("--max-request-values"), "{err:?}");
+    let mut deep = common::v::int(1).unwrap();
+    for _ in 0..40 {
+        deep = pb::Value {
+            kind: Some(Kind::ListValue(pb::ValueList { values: vec![deep] })),
+        };
+    }
+    let mut req = put("deep");
+    req.value = Some(deep);
+    let err = c.put(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("32 levels"), "{err:?}");
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
+    let text = common::scrape(metrics_port);
+    for setting in ["--max-request-values", "value-depth"] {
+        let line = format!("state_bound_refusals_total{{setting=\"{setting}\"}}");
+        assert_eq!(common::sample(&text, &line), Some(1.0), "{line} in\n{text}");
+    }
+}
+
+// ---- Finding 5: read amplification ----------------------------------------
+
+/// `BatchGet` of one 1 MB key repeated 200 times (a 4 KB request) is refused
+/// up front with FAILED_PRECONDITION (RESPONSE_TOO_LARGE) naming
+/// --max-response-bytes; the key is read from Redis once, so neither the
+/// service nor Redis holds 200 copies, and another tenant's calls succeed.
+/// Before: a 210 MB answer, 852 MB service peak, Redis +200 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_get_of_one_big_key_repeated_is_bounded() {
+    use state_service::pb::BatchGetRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = two_tenants(&dir, "");
+    let s = TestServer::start_with(Backend::Redis, |cfg| {
+        cfg.tenancy.tenants_file = Some(tenants);
+    })
+    .await;
+    let mut c = s.client();
+    let mut big = put("big");
+    big.value = common::v::string(&"b".repeat(1_000_000));
+    c.put(with_token(ALPHA, big)).await.unwrap();
+    let redis = match &s.redis {
+        Some(common::TestRedis::Owned(r)) => Some(r.client().await),
+        _ => None,
+    };
+    let peak = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory_peak:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let redis_peak_before = match &redis {
+        Some(r) => {
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut r.clone())
+                .await
+                .unwrap();
+            Some(peak(info))
+        }
+        None => None,
+    };
+    let before = rss_bytes();
+    let mut calls = Vec::new();
+    for _ in 0..5 {
+        let mut c = c.clone();
+        calls.push(tokio::spawn(async move {
+            let req = with_token(
+                ALPHA,
+                BatchGetRequest {
+                    keys: vec!["big".to_string(); 200],
+                },
+            );
+            c.batch_get(req).await.unwrap_err()
+        }));
+    }
+    legitimate_call(&mut c, BETA, "meanwhile").await;
+    for call in calls {
+        let err = call.await.unwrap();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("--max-response-bytes"), "{err:?}");
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 * MIB, "RSS grew by {} MiB", grown / MIB);
+    if let (Some(r), Some(before)) = (&redis, redis_peak_before) {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut r.clone())
+            .await
+            .unwrap();
+        let grown = peak(info).saturating_sub(before);
+        assert!(
+            grown < 32 * MIB,
+            "Redis peak memory grew by {} MiB",
+            grown / MIB
+        );
+    }
+    // Three distinct copies fit the budget and are answered.
+    let ok = c
+        .batch_get(with_token(
+            ALPHA,
+            BatchGetRequest {
+                keys: vec!["big".to_string(); 3],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.results.len(), 3);
 }

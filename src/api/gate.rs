@@ -70,8 +70,14 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A gate without per-tenant shares (every tenant may use every slot).
     pub fn new(resolver: TenantResolver, max_concurrent: usize, max_metadata_bytes: usize) -> Self {
-        Self::with_tenant_share(resolver, max_concurrent, max_metadata_bytes, max_concurrent)
+        Self::with_tenant_share(
+            resolver,
+            max_concurrent,
+            max_metadata_bytes,
+            Semaphore::MAX_PERMITS,
+        )
     }
 
     /// A gate that also bounds each tenant to `tenant_max_in_flight`
@@ -171,16 +177,30 @@ impl Gate {
         };
         semaphore.try_acquire_owned().map_err(|_| {
             crate::metrics::bound_refusal("--tenant-max-in-flight");
-            Error::over_bound(
-                Exhaustion::TenantOverloaded,
-                format_args!(
-                    "tenant {} has {limit} requests in flight, its share of this server",
-                    identity.tenant
+            let what = format_args!(
+                "tenant {} has {limit} requests in flight, its share of this server",
+                identity.tenant
+            );
+            match identity.max_in_flight {
+                None => Error::over_bound(
+                    Exhaustion::TenantOverloaded,
+                    what,
+                    limit as u64,
+                    "--tenant-max-in-flight",
+                    Some(SHED_RETRY_AFTER),
                 ),
-                limit as u64,
-                "--tenant-max-in-flight",
-                Some(SHED_RETRY_AFTER),
-            )
+                // The tenants file set this tenant's own share.
+                Some(_) => Error::OverBound {
+                    reason: Exhaustion::TenantOverloaded,
+                    message: format!(
+                        "{what}; the limit is {limit} (max_in_flight of this tenant in the \
+                         tenants file); retry with backoff"
+                    ),
+                    setting: "max_in_flight",
+                    limit: limit as u64,
+                    retry_after: Some(SHED_RETRY_AFTER),
+                },
+            }
         })
     }
 }
