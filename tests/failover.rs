@@ -482,3 +482,36 @@ async fn a_live_resharding_under_load_loses_no_acknowledged_write() {
     .await;
     check(&f, true);
 }
+
+/// kill -9 of the master Sentinel names: health goes NOT_SERVING while no
+/// writable master is known, and SERVING again once Sentinel promoted a
+/// replica and the service reconnected to it; writes then succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_master_killed_is_not_serving_until_a_replica_is_promoted() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut set = SentinelSet::start();
+    let server = service(set.urls(), RedisMode::Sentinel, 0).await;
+    let mut c = server.client();
+    common::api::put(&mut c, "before", v::int(1)).await;
+    let old = set.master_port().unwrap();
+    set.data[0].stop();
+    common::wait_health(
+        server.addr,
+        ServingStatus::NotServing,
+        Duration::from_secs(10),
+    )
+    .await;
+    common::eventually!(
+        Duration::from_secs(60),
+        "a replica's promotion",
+        set.master_port().is_some_and(|m| m != old)
+    );
+    common::wait_health(server.addr, ServingStatus::Serving, Duration::from_secs(30)).await;
+    // (Whether "before" survived is the replication race measured above.)
+    let version = common::api::put(&mut c, "after", v::int(2)).await;
+    assert!(version > 0);
+    assert_eq!(
+        common::api::get(&mut c, "after").await.unwrap().value,
+        v::int(2)
+    );
+}

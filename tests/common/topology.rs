@@ -410,10 +410,13 @@ fn watchdog(pids: &[u32]) {
     // SAFETY: getppid has no preconditions.
     let runner = unsafe { libc::getppid() };
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
-    // The watchdog polls the runner once a second: it only cleans up.
+    // The watchdog polls the runner once a second: it only cleans up (the
+    // servers, then their directory).
     let script = format!(
-        "while kill -0 {runner} 2>/dev/null; do sleep 1; done; kill -9 {} 2>/dev/null",
-        pids.join(" ")
+        "while kill -0 {runner} 2>/dev/null; do sleep 1; done; kill -9 {} 2>/dev/null; \
+         sleep 1; rm -rf '{}'",
+        pids.join(" "),
+        shared_dir().display()
     );
     Command::new("sh")
         .args(["-c", &script])

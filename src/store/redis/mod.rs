@@ -317,7 +317,10 @@ impl RedisStore {
                 Ok(v) => v,
                 Err(e) => {
                     let dropped = e.is_io_error() || e.is_connection_dropped();
-                    if dropped {
+                    // A connection to a demoted master (READONLY) or to a
+                    // node that no longer serves the slot would fail every
+                    // write it is lent for: it leaves the pool too.
+                    if dropped || not_executed(&e) {
                         object.detach();
                     }
                     return Err(self.record_error(e, dropped));
