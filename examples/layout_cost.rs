@@ -117,6 +117,7 @@ async fn main() {
             window: Duration::from_secs(600),
             max_ids: 16,
         },
+        feed: None,
     };
     let store = RedisStore::new(&url, &settings, Keyspace::new("state"), options).unwrap();
     store.ping().await.unwrap();

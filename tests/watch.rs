@@ -629,12 +629,10 @@ async fn a_redis_that_lost_its_data_requires_resync() {
     put(&mut c, "k", v::int(1)).await;
     let token = next(&mut w).await.resume_token;
     redis.restart();
-    let status = loop {
-        match tokio::time::timeout(WAIT, w.message()).await.unwrap() {
-            Ok(Some(ev)) => panic!("unexpected event {ev:?}"),
-            Ok(None) => panic!("stream ended without a status"),
-            Err(status) => break status,
-        }
+    let status = match tokio::time::timeout(WAIT, w.message()).await.unwrap() {
+        Ok(Some(ev)) => panic!("unexpected event {ev:?}"),
+        Ok(None) => panic!("stream ended without a status"),
+        Err(status) => status,
     };
     assert_eq!(resync_cause(&status), "feed_lost");
     s.wait_serving(WAIT).await;
