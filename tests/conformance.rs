@@ -17,7 +17,7 @@ use tonic::Code;
 
 use common::Client;
 
-common::both_backends!(
+common::all_backends!(
     get_of_a_missing_key_is_not_found,
     every_value_kind_round_trips_exactly,
     versions_change_on_every_write_and_never_repeat,
