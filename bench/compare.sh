@@ -78,6 +78,10 @@
 #                               over it (--redis-mode cluster) against
 #                               `redis-benchmark --cluster` on the same cluster
 #   DAPR_SET_LUA=""             Dapr's exact setQuery text (see above)
+#   BENCH_WATCH=0               1: also the Watch rows (bench/watch.sh): Put and
+#                               BatchPut with the change feed off / on / on with
+#                               100 watchers, event latency, RSS of idle
+#                               watchers; written to $BENCH_OUT/watch.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -103,6 +107,7 @@ BENCH_SERVICE_ARGS=${BENCH_SERVICE_ARGS:-}
 BENCH_SERVICE_BIN=${BENCH_SERVICE_BIN:-}
 BENCH_BEFORE_BIN=${BENCH_BEFORE_BIN:-}
 BENCH_CLUSTER=${BENCH_CLUSTER:-0}
+BENCH_WATCH=${BENCH_WATCH:-0}
 DAPR_SET_LUA=${DAPR_SET_LUA:-}
 
 case $BENCH_OUT in /*) OUT=$BENCH_OUT ;; *) OUT=$ROOT/$BENCH_OUT ;; esac
@@ -515,6 +520,15 @@ fi
 echo "load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 # VmHWM is the service's peak RSS over the whole run.
 snapshot >"$OUT/final.snapshot"
+
+if [ "$BENCH_WATCH" = 1 ]; then
+  log "Watch rows: the change feed's cost to writers (bench/watch.sh)"
+  BENCH_OUT=$OUT BENCH_SERVICE_BIN=$SVC_BIN BENCH_LOADGEN_BIN=$LOADGEN \
+    BENCH_DURATION=$BENCH_DURATION BENCH_WARMUP=$BENCH_WARMUP \
+    BENCH_CONCURRENCY=$BENCH_CONCURRENCY BENCH_CONNECTIONS=$BENCH_CONNECTIONS \
+    BENCH_KEYS=$BENCH_KEYS BENCH_VALUE_SIZE=$BENCH_VALUE_SIZE BENCH_BATCH=$BENCH_BATCH \
+    bench/watch.sh >"$OUT/watch.md"
+fi
 
 mkdir -p "$BENCH_DOCS"
 python3 bench/report.py "$OUT" "$BENCH_DOCS"

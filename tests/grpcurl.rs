@@ -203,3 +203,100 @@ async fn readme_grpcurl_examples_work_as_written() {
         }
     }
 }
+
+/// The README's Watch example, run as written: grpcurl watches a prefix
+/// (server streaming) while another grpcurl writes; the watcher prints the
+/// start, the put and its expiry, and the resume command continues after
+/// the last event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_watch_example_works_as_written() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let s = TestServer::start_with(Backend::Memory, |c| c.watch.watch = true).await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("Watch a prefix while another shell writes")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a Watch example");
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in block.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        current.push_str(line.trim_end_matches('\\').trim());
+        current.push(' ');
+        if !line.ends_with('\\') {
+            commands.push(std::mem::take(&mut current));
+        }
+    }
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    let grpcurl = venv_tool("grpcurl");
+    let prepare = |cmd: &str| {
+        cmd.replace("127.0.0.1:50051", &s.addr.to_string())
+            .replacen("grpcurl", grpcurl.to_str().unwrap(), 1)
+    };
+    // One JSON message per event, as grpcurl prints them.
+    async fn next_message(
+        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    ) -> serde_json::Value {
+        let mut text = String::new();
+        loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(15), lines.next_line())
+                .await
+                .expect("grpcurl printed nothing in time")
+                .unwrap()
+                .expect("grpcurl ended");
+            text.push_str(&line);
+            if line == "}" {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    }
+    let mut watcher = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(prepare(&commands[0]))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    assert_eq!(next_message(&mut lines).await["kind"], "KIND_STARTED");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(prepare(&commands[1]))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let put = next_message(&mut lines).await;
+    assert_eq!(put["kind"], "KIND_PUT");
+    assert_eq!(put["entry"]["key"], "user:7");
+    assert_eq!(put["entry"]["value"]["stringValue"], "hi");
+    let expired = next_message(&mut lines).await;
+    assert_eq!(expired["kind"], "KIND_EXPIRE");
+    watcher.kill().await.unwrap();
+    // Resuming after the put replays the expiry.
+    let resume = prepare(&commands[2]).replace(
+        "<resumeToken of the last event>",
+        put["resumeToken"].as_str().unwrap(),
+    );
+    let mut resumed = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(resume)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(resumed.stdout.take().unwrap()).lines();
+    assert_eq!(next_message(&mut lines).await["kind"], "KIND_STARTED");
+    let again = next_message(&mut lines).await;
+    assert_eq!(again["kind"], "KIND_EXPIRE");
+    assert_eq!(again["entry"]["key"], "user:7");
+    resumed.kill().await.unwrap();
+}

@@ -20,7 +20,7 @@ use tonic::Code;
 
 use common::api::*;
 
-common::both_backends!(
+common::all_backends!(
     ttls_beyond_the_maximum_are_refused_on_every_path,
     a_ttl_at_the_maximum_round_trips_the_value,
     a_transaction_failing_at_a_later_op_writes_nothing,

@@ -17,7 +17,7 @@ use tonic::Code;
 
 use common::api::*;
 
-common::both_backends!(
+common::all_backends!(
     a_retried_put_answers_the_first_version_and_writes_once,
     a_retried_increment_counts_once,
     a_retry_after_other_writes_still_answers_the_first_attempt,

@@ -629,12 +629,10 @@ async fn a_redis_that_lost_its_data_requires_resync() {
     put(&mut c, "k", v::int(1)).await;
     let token = next(&mut w).await.resume_token;
     redis.restart();
-    let status = loop {
-        match tokio::time::timeout(WAIT, w.message()).await.unwrap() {
-            Ok(Some(ev)) => panic!("unexpected event {ev:?}"),
-            Ok(None) => panic!("stream ended without a status"),
-            Err(status) => break status,
-        }
+    let status = match tokio::time::timeout(WAIT, w.message()).await.unwrap() {
+        Ok(Some(ev)) => panic!("unexpected event {ev:?}"),
+        Ok(None) => panic!("stream ended without a status"),
+        Err(status) => status,
     };
     assert_eq!(resync_cause(&status), "feed_lost");
     s.wait_serving(WAIT).await;
@@ -648,4 +646,80 @@ async fn a_redis_that_lost_its_data_requires_resync() {
         }
     };
     assert_eq!(resync_cause(&status), "feed_lost");
+}
+
+/// Watch needs the read scope: a write-only token is refused, a read-only
+/// one may watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_needs_the_read_scope() {
+    use common::{TenantDef, tenants_toml, with_token};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tenants.toml");
+    std::fs::write(
+        &path,
+        tenants_toml(&[TenantDef {
+            id: "acme",
+            tokens: &[("reader-token", &["read"]), ("writer-token", &["write"])],
+            extra: "",
+        }]),
+    )
+    .unwrap();
+    let s = start(Backend::Memory, |c| c.tenancy.tenants_file = Some(path)).await;
+    let mut c = s.client();
+    let err = c
+        .watch(with_token("writer-token", req("", false, "")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        err.get_details_error_info().unwrap().metadata["scope"],
+        "read"
+    );
+    let (mut w, _) = open(&mut c, with_token("reader-token", req("", false, ""))).await;
+    let version = c
+        .put(with_token(
+            "writer-token",
+            PutRequest {
+                key: "k".into(),
+                value: v::int(1),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .version;
+    assert_eq!(
+        summary(&[next(&mut w).await]),
+        vec![(Kind::Put, "k".into(), version)]
+    );
+}
+
+/// A stopping instance ends its watch streams with UNAVAILABLE
+/// (SHUTTING_DOWN), so the drain does not wait for them and clients resume
+/// elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_watch_streams_with_unavailable() {
+    let s = start(Backend::Memory, |c| {
+        c.server.drain_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut c = s.client();
+    let (mut w, _) = open(&mut c, req("", false, "")).await;
+    let stopped = tokio::spawn(s.stop());
+    let status = match tokio::time::timeout(WAIT, w.message()).await.unwrap() {
+        Err(status) => status,
+        other => panic!("expected a status, got {other:?}"),
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "SHUTTING_DOWN"
+    );
+    // The drain finished well before its 30 s timeout.
+    tokio::time::timeout(WAIT, stopped)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

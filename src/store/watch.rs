@@ -554,11 +554,11 @@ mod tests {
         let mut fast = hub.register(&ns, "", Position::default()).unwrap().live;
         for i in 1..=3 {
             let e = ev("s:t:k", i);
-            hub.publish("s:t:", e.position, &[e.clone()], e.position);
+            hub.publish("s:t:", e.position, std::slice::from_ref(&e), e.position);
             hub.publish(
                 "s:t:",
                 Position { ms: 0, seq: i - 1 },
-                &[e.clone()],
+                std::slice::from_ref(&e),
                 e.position,
             );
             assert_eq!(fast.rx.recv().await.unwrap().position.seq, i);

@@ -111,7 +111,8 @@ pub(crate) use both_backends;
 
 /// Like `both_backends!`, plus a row for a Redis Cluster (`cluster::name`)
 /// and a Sentinel set (`sentinel::name`), both shared by the test run
-/// (`topology`), each test under its own key prefix.
+/// (`topology`), each test under its own key prefix, and the Redis backend
+/// with the change feed on (`redis_feed::name`, as in `all_backends!`).
 #[allow(unused_macros)]
 macro_rules! all_topologies {
     ($($name:ident),* $(,)?) => {
@@ -131,10 +132,41 @@ macro_rules! all_topologies {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name(super::Backend::Sentinel).await })*
         }
+        mod redis_feed {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::common::FEED_ON.store(true, std::sync::atomic::Ordering::SeqCst);
+                super::$name(super::Backend::Redis).await
+            })*
+        }
     };
 }
 #[allow(unused_imports)]
 pub(crate) use all_topologies;
+
+/// When set, every server the harness starts runs with the change feed on
+/// (`--watch`). Set by the `redis_feed` tests of `all_backends!`; nextest
+/// runs each test in a process of its own.
+pub static FEED_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `both_backends!` plus `redis_feed::name`: the Redis backend with the
+/// change feed on, so every behaviour is also checked against the write
+/// scripts' feed variants (docs/design/watch.md).
+#[allow(unused_macros)]
+macro_rules! all_backends {
+    ($($name:ident),* $(,)?) => {
+        common::both_backends!($($name),*);
+        mod redis_feed {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::common::FEED_ON.store(true, std::sync::atomic::Ordering::SeqCst);
+                super::$name(super::Backend::Redis).await
+            })*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use all_backends;
 
 /// How often the polling helpers look again. Tests never sleep to
 /// synchronise: they poll for the state they need, with a deadline of
@@ -441,6 +473,9 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let mut config = Config::for_tests(addr, redis_url);
         config.server.health_check_interval = Duration::from_millis(100);
+        if FEED_ON.load(std::sync::atomic::Ordering::SeqCst) {
+            config.watch.watch = true;
+        }
         tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server::run(listener, config, async move {
