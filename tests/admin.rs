@@ -1220,3 +1220,32 @@ async fn reflection_describes_the_admin_service() {
     // The proto comments are the docs operators see.
     assert!(d.contains("point-in-time"), "{d}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_an_export_with_another_tenant_or_prefix_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, s) = small_backup(&dir).await;
+    let bytes = std::fs::read(&file).unwrap();
+    // Cut off the trailer: an export that did not finish.
+    std::fs::write(&file, &bytes[..bytes.len() - 49]).unwrap();
+    let addr = s.addr.to_string();
+    let path = file.to_str().unwrap();
+    for (tenant, prefix) in [("other", ""), ("src", "k1")] {
+        let out = cli(&[
+            "export", "--addr", &addr, "--tenant", tenant, "--prefix", prefix, "--file", path,
+            "--resume",
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("same --tenant and --prefix"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // The right ones finish it: all 300 keys, once each.
+    let out = cli(&[
+        "export", "--addr", &addr, "--tenant", "src", "--file", path, "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(read_backup(&file).len(), 300);
+}
