@@ -42,6 +42,7 @@ common::both_backends!(
     purge_deletes_only_the_prefix_and_counts,
     purge_of_a_whole_tenant_needs_all_keys,
     purge_rerun_after_an_interruption_finishes_the_job,
+    a_paced_purge_finishes_the_job,
     stats_count_entries_and_bytes_under_a_prefix,
 );
 
@@ -504,6 +505,20 @@ async fn purge_deletes_only_the_prefix_and_counts(b: Backend) {
     assert_eq!(stats(&mut a, "b", "").await.keys, 30);
     // Re-running finds nothing left.
     assert_eq!(purge(&mut a, "a", "p:", false).await.deleted, 0);
+}
+
+async fn a_paced_purge_finishes_the_job(b: Backend) {
+    let s = TestServer::start_with(b, |cfg| {
+        cfg.limits.admin_batch_keys = 10;
+        cfg.limits.admin_step_interval = Duration::from_millis(20);
+    })
+    .await;
+    let mut c = s.client();
+    fill(&mut c, "a", "k", 60).await;
+    let mut a = admin(&s).await;
+    assert_eq!(stats(&mut a, "a", "").await.keys, 60);
+    assert_eq!(purge(&mut a, "a", "", true).await.deleted, 60);
+    assert_eq!(stats(&mut a, "a", "").await.keys, 0);
 }
 
 async fn purge_of_a_whole_tenant_needs_all_keys(b: Backend) {
