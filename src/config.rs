@@ -360,6 +360,14 @@ pub struct LimitsConfig {
     #[arg(long, env = "STATE_ADMIN_BATCH_KEYS", default_value_t = 500)]
     pub admin_batch_keys: usize,
 
+    /// Least time between two steps of an admin Purge or Stats. With
+    /// --admin-batch-keys it caps their SCAN work (500 keys every 5ms:
+    /// 100,000 keys/s), and so the CPU they take from other tenants'
+    /// requests on this service and on Redis. 0: steps back to back. At most
+    /// 10s.
+    #[arg(long, env = "STATE_ADMIN_STEP_INTERVAL", default_value = "0s", value_parser = parse_duration)]
+    pub admin_step_interval: Duration,
+
     /// Maximum operations in one Transact.
     #[arg(long, env = "STATE_MAX_TRANSACTION_OPS", default_value_t = 128)]
     pub max_transaction_ops: usize,
@@ -727,6 +735,9 @@ impl Config {
                 "--admin-batch-keys",
                 "must be between 1 and 10000 (keys of work per Redis call)",
             ));
+        }
+        if limits.admin_step_interval > Duration::from_secs(10) {
+            return Err(invalid("--admin-step-interval", "must be at most 10s"));
         }
         if limits.max_batch_items == 0 {
             return Err(invalid("--max-batch-items", "must be at least 1"));

@@ -301,6 +301,7 @@ async fn serve<S: Store>(
         api_limits(&config),
         security.page_tokens.clone(),
         limits.admin_batch_keys,
+        limits.admin_step_interval,
     );
     let api = StateApi::new(
         store.clone(),

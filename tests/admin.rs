@@ -42,6 +42,7 @@ common::both_backends!(
     purge_deletes_only_the_prefix_and_counts,
     purge_of_a_whole_tenant_needs_all_keys,
     purge_rerun_after_an_interruption_finishes_the_job,
+    a_paced_purge_finishes_the_job,
     stats_count_entries_and_bytes_under_a_prefix,
 );
 
@@ -504,6 +505,20 @@ async fn purge_deletes_only_the_prefix_and_counts(b: Backend) {
     assert_eq!(stats(&mut a, "b", "").await.keys, 30);
     // Re-running finds nothing left.
     assert_eq!(purge(&mut a, "a", "p:", false).await.deleted, 0);
+}
+
+async fn a_paced_purge_finishes_the_job(b: Backend) {
+    let s = TestServer::start_with(b, |cfg| {
+        cfg.limits.admin_batch_keys = 10;
+        cfg.limits.admin_step_interval = Duration::from_millis(20);
+    })
+    .await;
+    let mut c = s.client();
+    fill(&mut c, "a", "k", 60).await;
+    let mut a = admin(&s).await;
+    assert_eq!(stats(&mut a, "a", "").await.keys, 60);
+    assert_eq!(purge(&mut a, "a", "", true).await.deleted, 60);
+    assert_eq!(stats(&mut a, "a", "").await.keys, 0);
 }
 
 async fn purge_of_a_whole_tenant_needs_all_keys(b: Backend) {
@@ -1218,4 +1233,120 @@ async fn reflection_describes_the_admin_service() {
     }
     // The proto comments are the docs operators see.
     assert!(d.contains("point-in-time"), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_an_export_with_another_tenant_or_prefix_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, s) = small_backup(&dir).await;
+    let bytes = std::fs::read(&file).unwrap();
+    // Cut off the trailer: an export that did not finish.
+    std::fs::write(&file, &bytes[..bytes.len() - 49]).unwrap();
+    let addr = s.addr.to_string();
+    let path = file.to_str().unwrap();
+    for (tenant, prefix) in [("other", ""), ("src", "k1")] {
+        let out = cli(&[
+            "export", "--addr", &addr, "--tenant", tenant, "--prefix", prefix, "--file", path,
+            "--resume",
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("same --tenant and --prefix"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // The right ones finish it: all 300 keys, once each.
+    let out = cli(&[
+        "export", "--addr", &addr, "--tenant", "src", "--file", path, "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(read_backup(&file).len(), 300);
+}
+
+/// Redis only: data another tool wrote under a key is never overwritten by
+/// an import (as by any write); the entry fails and the rest go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_over_foreign_data_fails_that_entry_and_goes_on() {
+    let s = TestServer::start(Backend::Redis).await;
+    let Some(common::TestRedis::Owned(r)) = &s.redis else {
+        panic!("this test needs its own redis-server (unset STATE_TEST_REDIS_URL)");
+    };
+    let mut raw = r.client().await;
+    let _: () = ::redis::cmd("SET")
+        .arg("state:a:plain")
+        .arg("written by another tool")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("HSET")
+        .arg("state:a:hash")
+        .arg("f")
+        .arg("v")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut a = admin(&s).await;
+    let r = import(
+        &mut a,
+        "a",
+        ImportPolicy::Overwrite,
+        vec![vec![
+            entry("plain", v::int(1), 0, None),
+            entry("hash", v::int(1), 0, None),
+            entry("ok", v::int(1), 0, None),
+        ]],
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.written, r.failed), (1, 2));
+    let reasons: Vec<(u64, &str)> = r
+        .failures
+        .iter()
+        .map(|f| (f.index, f.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [(0, "INVALID_STORED_VALUE"), (1, "INVALID_STORED_VALUE")]
+    );
+    let plain: String = ::redis::cmd("GET")
+        .arg("state:a:plain")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(plain, "written by another tool");
+}
+
+/// Redis only: a key deleted with a request id left a tombstone holding the
+/// version it had; an import below it writes above it instead, so the key's
+/// versions never go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_over_a_tombstone_writes_above_the_deleted_version() {
+    let s = TestServer::start(Backend::Redis).await;
+    let mut c = s.client();
+    let live = put_as(&mut c, "a", "k", v::int(1)).await;
+    c.delete(as_tenant(
+        "a",
+        DeleteRequest {
+            key: "k".into(),
+            request_id: "del-1".into(),
+            ..Default::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let mut a = admin(&s).await;
+    let r = import(
+        &mut a,
+        "a",
+        ImportPolicy::NewerVersion,
+        vec![vec![entry("k", v::int(2), live - 5, None)]],
+    )
+    .await
+    .unwrap();
+    // Absent (a tombstone is no entry): written, but above the old version.
+    assert_eq!(r.written, 1);
+    let k = get_as(&mut c, "a", "k").await.unwrap();
+    assert_eq!(k.value, v::int(2));
+    assert!(k.version > live, "{} not above {live}", k.version);
 }

@@ -262,7 +262,7 @@ async fn run_export(args: &ExportArgs) -> Result<ExitCode, Failure> {
     // The file to write, and where the export continues.
     let (mut writer, mut token, resumed_from): (Writer<Box<dyn Write + Send>>, String, u64) =
         match (&args.file, args.resume) {
-            (Some(path), true) => match open_for_resume(path)? {
+            (Some(path), true) => match open_for_resume(path, args)? {
                 Resume::Complete(n) => {
                     eprintln!(
                         "export: {} is already complete ({n} entries); nothing to do",
@@ -273,6 +273,11 @@ async fn run_export(args: &ExportArgs) -> Result<ExitCode, Failure> {
                 Resume::Continue(w, token, n) => (w, token, n),
             },
             (file, _) => {
+                if file.is_none() && io::stdout().is_terminal() {
+                    return Err("refusing to write a binary backup to a terminal: redirect \
+                                stdout (> backup.ssx) or pass --file"
+                        .into());
+                }
                 let out: Box<dyn Write + Send> = match file {
                     Some(path) => Box::new(BufWriter::with_capacity(
                         1 << 20,
@@ -355,7 +360,7 @@ enum Resume {
 
 /// Opens an interrupted export's file: cuts it after the last chunk whose
 /// checksum holds and positions a writer there.
-fn open_for_resume(path: &Path) -> Result<Resume, Failure> {
+fn open_for_resume(path: &Path, args: &ExportArgs) -> Result<Resume, Failure> {
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -365,6 +370,17 @@ fn open_for_resume(path: &Path) -> Result<Resume, Failure> {
         format::recover(&mut f).map_err(|e| format!("cannot resume {}: {e}", path.display()))?;
     if rec.complete {
         return Ok(Resume::Complete(rec.entries));
+    }
+    // The file's tokens (and entries) belong to one tenant and prefix.
+    if rec.header.tenant != args.conn.tenant || rec.header.prefix != args.prefix {
+        return Err(format!(
+            "{} is an export of tenant {:?} prefix {:?}; resume it with the same --tenant and \
+             --prefix",
+            path.display(),
+            rec.header.tenant,
+            rec.header.prefix
+        )
+        .into());
     }
     f.set_len(rec.valid_len)?;
     use std::io::Seek;
@@ -396,6 +412,9 @@ fn open_source(file: &Option<PathBuf>) -> Result<Box<dyn Read + Send>, Failure> 
             1 << 20,
             File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?,
         )),
+        None if io::stdin().is_terminal() => {
+            return Err("no backup on stdin: redirect a file (< backup.ssx) or pass --file".into());
+        }
         None => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
     })
 }

@@ -49,6 +49,8 @@ pub struct AdminApi<S> {
     page_tokens: PageTokens,
     /// Keys per Purge/Stats step (--admin-batch-keys).
     batch_keys: usize,
+    /// Least time between two Purge/Stats steps (--admin-step-interval).
+    step_interval: Duration,
 }
 
 impl<S: Store> AdminApi<S> {
@@ -59,6 +61,7 @@ impl<S: Store> AdminApi<S> {
         limits: Limits,
         page_tokens: PageTokens,
         batch_keys: usize,
+        step_interval: Duration,
     ) -> Self {
         Self {
             store,
@@ -67,6 +70,7 @@ impl<S: Store> AdminApi<S> {
             limits,
             page_tokens,
             batch_keys,
+            step_interval,
         }
     }
 
@@ -400,6 +404,7 @@ fn scan_stream<S: Store>(
         ns: Namespace,
         prefix: String,
         batch: usize,
+        interval: Duration,
         kind: ScanKind,
         cursor: Option<Vec<u8>>,
         keys: u64,
@@ -412,6 +417,7 @@ fn scan_stream<S: Store>(
         ns,
         prefix,
         batch: api.batch_keys,
+        interval: api.step_interval,
         kind,
         cursor: None,
         keys: 0,
@@ -425,6 +431,7 @@ fn scan_stream<S: Store>(
         }
         let since = Instant::now();
         loop {
+            let step_start = Instant::now();
             let step = match st.kind {
                 ScanKind::Purge => {
                     st.store
@@ -454,9 +461,13 @@ fn scan_stream<S: Store>(
             if since.elapsed() >= PROGRESS_INTERVAL {
                 return Some((Ok((st.keys, st.bytes, false)), st));
             }
-            // The memory backend never awaits: let other requests run
-            // between steps (the server may run on a single thread).
-            tokio::task::yield_now().await;
+            // Paced: the purge's share of the service and of Redis is
+            // bounded. Unpaced, still yield: the memory backend never
+            // awaits, and the server may run on a single thread.
+            match st.interval.checked_sub(step_start.elapsed()) {
+                Some(rest) if !rest.is_zero() => tokio::time::sleep(rest).await,
+                _ => tokio::task::yield_now().await,
+            }
         }
     })
 }
