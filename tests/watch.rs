@@ -38,6 +38,15 @@ fn watch_on(c: &mut Config) {
     c.watch.watch = true;
 }
 
+/// Instances behind one address share the page-token secret, which seals
+/// resume tokens too (without one, each process has its own key).
+fn watch_on_shared_secret(c: &mut Config) {
+    watch_on(c);
+    c.tenancy.page_token_secret = Some(state_service::config::Secret::new(
+        "a secret both instances share",
+    ));
+}
+
 async fn start(b: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
     TestServer::start_with(b, |c| {
         watch_on(c);
@@ -560,8 +569,8 @@ async fn memory_expiry_events_follow_paused_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_over_one_redis_see_the_same_events() {
     let redis = common::RedisServer::start();
-    let a = TestServer::start_on(Some(redis.url()), None, watch_on).await;
-    let b = TestServer::start_on(Some(redis.url()), None, watch_on).await;
+    let a = TestServer::start_on(Some(redis.url()), None, watch_on_shared_secret).await;
+    let b = TestServer::start_on(Some(redis.url()), None, watch_on_shared_secret).await;
     let (mut ca, mut cb) = (a.client(), b.client());
     let (mut wa, _) = open(&mut ca, req("", true, "")).await;
     let (mut wb, _) = open(&mut cb, req("", true, "")).await;
