@@ -177,6 +177,8 @@ fn helm_chart_lints_and_renders_with_every_optional_feature() {
         "STATE_REDIS_URL",
         "STATE_REDIS_PASSWORD",
         "STATE_TENANTS_FILE",
+        // Three replicas: the chart shares one page-token secret among them.
+        "STATE_PAGE_TOKEN_SECRET",
     ] {
         assert!(env.iter().any(|e| e == name), "{name} not set: {report}");
     }

@@ -110,3 +110,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "config.defaultPageSize must not exceed config.maxPageSize" }}
 {{- end }}
 {{- end }}
+
+{{/* Name of the Secret the chart creates for the page-token secret. */}}
+{{- define "state-service.pageTokenSecretName" -}}
+{{- printf "%s-page-tokens" (include "state-service.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* "true" when the chart creates the page-token Secret: no existing one and
+more than one pod may serve the same clients. */}}
+{{- define "state-service.managedPageTokenSecret" -}}
+{{- if and (not .Values.pageTokens.existingSecret) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}true{{ end }}
+{{- end }}
