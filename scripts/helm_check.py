@@ -254,8 +254,19 @@ def check(objects: list[dict]) -> list[str]:
     ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
     if set(ports) != {"grpc", "metrics"}:
         errors.append(f"container ports are {sorted(map(str, ports))}, want grpc and metrics")
+    tls = any(e.get("name") == "STATE_TLS_CERT" for e in c.get("env", []))
     for probe in ("livenessProbe", "readinessProbe"):
-        grpc = (c.get(probe) or {}).get("grpc")
+        p = c.get(probe) or {}
+        if tls:
+            # The kubelet's gRPC probe cannot speak TLS: the chart runs the
+            # binary's own health check over TLS against the gRPC port.
+            cmd = (p.get("exec") or {}).get("command") or []
+            if cmd[:2] != ["/usr/local/bin/state-service", "health"]:
+                errors.append(f"{probe} with server TLS is not `state-service health`: {cmd}")
+            elif f"127.0.0.1:{ports.get('grpc')}" not in cmd or "--ca-file" not in cmd:
+                errors.append(f"{probe} does not check the grpc port over TLS: {cmd}")
+            continue
+        grpc = p.get("grpc")
         if not grpc:
             errors.append(f"{probe} is not a native gRPC probe")
         elif grpc.get("port") != ports.get("grpc"):

@@ -179,6 +179,12 @@ fn helm_chart_lints_and_renders_with_every_optional_feature() {
         "STATE_TENANTS_FILE",
         // Three replicas: the chart shares one page-token secret among them.
         "STATE_PAGE_TOKEN_SECRET",
+        "STATE_TLS_CERT",
+        "STATE_TLS_KEY",
+        "STATE_TLS_CLIENT_CA",
+        "STATE_REDIS_CA_FILE",
+        "STATE_REDIS_CLIENT_CERT",
+        "STATE_REDIS_CLIENT_KEY",
     ] {
         assert!(env.iter().any(|e| e == name), "{name} not set: {report}");
     }
