@@ -19,6 +19,7 @@ use common::api::*;
 
 common::all_backends!(
     a_retried_put_answers_the_first_version_and_writes_once,
+    a_retried_put_of_a_map_is_recognised,
     a_retried_increment_counts_once,
     a_retry_after_other_writes_still_answers_the_first_attempt,
     a_reused_id_for_another_request_is_refused,
@@ -90,6 +91,41 @@ async fn a_retried_put_answers_the_first_version_and_writes_once(b: Backend) {
         .unwrap()
         .into_inner();
     assert!(next.version > first.version);
+}
+
+/// A map decodes into a hash map whose order differs from one decode to the
+/// next; the retry must still be recognised (the polyglot restart test once
+/// got REQUEST_ID_REUSED for a retried `{"worker", "offset"}` session put).
+async fn a_retried_put_of_a_map_is_recognised(b: Backend) {
+    use state_service::pb::{ValueMap, value::Kind};
+    let s = TestServer::start(b).await;
+    let mut c = s.client();
+    let map = || {
+        v::of(Kind::MapValue(ValueMap {
+            fields: (0..16)
+                .map(|i| (format!("field-{i}"), v::of(Kind::IntValue(i))))
+                .collect(),
+        }))
+    };
+    let req = PutWithTtlRequest {
+        key: "session".into(),
+        value: Some(map()),
+        ttl: common::ms(60_000),
+        request_id: "map-1".into(),
+        ..Default::default()
+    };
+    let first = c.put_with_ttl(req.clone()).await.unwrap().into_inner();
+    for _ in 0..8 {
+        let retry = c.put_with_ttl(req.clone()).await.unwrap().into_inner();
+        assert_eq!(retry.version, first.version);
+        let retry = c
+            .put(put_id("plain", Some(map()), "map-2"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(retry.version > 0);
+    }
+    assert_eq!(get(&mut c, "session").await.unwrap().version, first.version);
 }
 
 async fn a_retried_increment_counts_once(b: Backend) {

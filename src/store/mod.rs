@@ -131,6 +131,37 @@ impl Fingerprint {
         self.0
     }
 
+    /// A value in a canonical form: map entries in key order. Its protobuf
+    /// encoding cannot be used: a map decodes into a `HashMap` whose
+    /// iteration order (and so its re-encoding) differs from one decode to
+    /// the next, and a retry would then look like a different write
+    /// (REQUEST_ID_REUSED).
+    pub fn value(self, v: &Value) -> Self {
+        use crate::pb::value::Kind;
+        match &v.kind {
+            None => self.num(0),
+            Some(Kind::NullValue(_)) => self.num(1),
+            Some(Kind::BoolValue(b)) => self.num(2).num(u64::from(*b)),
+            Some(Kind::IntValue(i)) => self.num(3).num(*i as u64),
+            Some(Kind::DoubleValue(d)) => self.num(4).num(d.to_bits()),
+            Some(Kind::StringValue(s)) => self.num(5).bytes(s.as_bytes()),
+            Some(Kind::BytesValue(b)) => self.num(6).bytes(b),
+            Some(Kind::ListValue(l)) => l
+                .values
+                .iter()
+                .fold(self.num(7).num(l.values.len() as u64), Fingerprint::value),
+            Some(Kind::MapValue(m)) => {
+                let mut entries: Vec<_> = m.fields.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                entries
+                    .into_iter()
+                    .fold(self.num(8).num(m.fields.len() as u64), |f, (k, x)| {
+                        f.bytes(k.as_bytes()).value(x)
+                    })
+            }
+        }
+    }
+
     fn condition(self, c: Condition) -> Self {
         match c {
             Condition::None => self.num(0),
@@ -155,7 +186,7 @@ impl PutOp {
         Fingerprint::default()
             .bytes(self.key.as_bytes())
             .bytes(b"P")
-            .bytes(&self.value.encode_to_vec())
+            .value(&self.value)
             .expiry(self.expiry)
             .condition(self.condition)
     }
