@@ -227,7 +227,7 @@ fn wait_serving(probe: ClientConfig, timeout: Duration) {
             match client.get("health-probe").await {
                 Ok(_) => return,
                 Err(_) if start.elapsed() < timeout => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(common::POLL_INTERVAL).await;
                 }
                 Err(e) => panic!("service not serving after {timeout:?}: {e}"),
             }
@@ -631,7 +631,7 @@ fn wait_progress(
             Instant::now() < deadline,
             "workers made no progress to {fraction}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(common::POLL_INTERVAL);
     }
 }
 
@@ -652,7 +652,7 @@ fn recovery_times(
             back.elapsed() < RECOVERY_BOUND,
             "the service did not answer after the restart"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(common::POLL_INTERVAL);
     };
     let mut recovered = BTreeMap::new();
     loop {
@@ -674,7 +674,7 @@ fn recovery_times(
                 .filter(|w| !recovered.contains_key(*w))
                 .collect::<Vec<_>>()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(common::POLL_INTERVAL);
     }
 }
 
